@@ -1,0 +1,39 @@
+"""Front-end entry points: source text -> checked program with one typed graph per pipeline."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from lmpc.compiler.check import check_module
+from lmpc.compiler.checked import CheckedProgram
+from lmpc.compiler.diagnostics import CompileError, Diagnostic, sort_key
+from lmpc.compiler.lower import lower_program
+from lmpc.compiler.syntax import parse_module
+
+
+def analyze(text: str, file: str = "<string>") -> tuple[CheckedProgram | None, list[Diagnostic]]:
+    """Parse, check and (when error-free) lower. Never raises for a mistake in `text`."""
+    parsed = parse_module(text, file)
+    program, diags = check_module(parsed.module, parsed.failed_names)
+    diags = sorted(parsed.diagnostics + diags, key=sort_key)
+    if any(d.is_error for d in diags):
+        return None, diags
+    program.graphs = lower_program(program)
+    program.diagnostics = diags
+    return program, diags
+
+
+def compile_source(text: str, file: str = "<string>") -> CheckedProgram:
+    """Compile .lmp text; raises CompileError carrying every diagnostic if there is an error."""
+    program, diags = analyze(text, file)
+    if program is None:
+        raise CompileError(diags, {file: text})
+    return program
+
+
+def read_source(path: str | Path) -> str:
+    return Path(path).read_text(encoding="utf-8")
+
+
+def compile_file(path: str | Path) -> CheckedProgram:
+    return compile_source(read_source(path), str(path))

@@ -1,0 +1,317 @@
+"""Semantic analysis of pipelines: steps, arguments, expression types, the DAG, returns."""
+
+from __future__ import annotations
+
+import re
+
+import networkx as nx
+
+from lmpc.compiler import ast
+from lmpc.compiler.builtins import BUILTINS
+from lmpc.compiler.check import Context
+from lmpc.compiler.checked import PipelineInfo
+from lmpc.compiler.diagnostics import did_you_mean
+from lmpc.compiler.types import (
+    ANY, BOOL, FLOAT, INT, STR, AnyT, EnumT, ListT, NullT, ObjT, OptT, Type, assignable, describe, join,
+)
+
+# module kind -> what it does (docs/language.md explains each)
+MODULES = {
+    "predict": "one model call that fills the signature's outputs",
+    "chain_of_thought": "like predict, with a free-text `reasoning` output decoded before the others",
+    "call": "a Python function that the file names explicitly",
+}
+REASONING = "reasoning"
+FUNCTION_REF = re.compile(r"^[\w./-]+\.py:[A-Za-z_]\w*$")
+
+
+def check_pipelines(ctx: Context) -> None:
+    for decl in ctx.pipeline_decls.values():
+        ctx.pipelines[decl.name] = PipelineInfo(decl.name, decl, _params(ctx, decl.inputs), _params(ctx, decl.outputs))
+    for info in ctx.pipelines.values():
+        _check_body(ctx, info)
+    _check_pipeline_cycles(ctx)
+
+
+def _params(ctx: Context, params: list[ast.Param]) -> dict[str, Type]:
+    out: dict[str, Type] = {}
+    for p in params:
+        if p.name in out:
+            ctx.report("duplicate-field", p.span, f"`{p.name}` is declared twice")
+            continue
+        out[p.name] = ctx.resolve_type(p.type)
+    return out
+
+
+def _fields_hint(fields: dict[str, Type] | None) -> str | None:
+    if not fields:
+        return None
+    return "available: " + ", ".join(f"{n} ({describe(t)})" for n, t in fields.items())
+
+
+def _step_interface(ctx: Context, info: PipelineInfo, s: ast.Step):
+    """(inputs, outputs) of a step's target; None where unknown, to avoid cascades."""
+    target_kinds = list(ctx.signature_decls) + list(ctx.pipeline_decls)
+    if s.module is None:
+        if s.target in ctx.pipelines:
+            callee = ctx.pipelines[s.target]
+            info.calls.add(s.target)
+            return callee.inputs, callee.outputs
+        if s.target in ctx.signatures:
+            ctx.report("unknown-module", s.target_span, f"step `{s.name}` names signature `{s.target}` without a module",
+                       f"write `{s.name} = predict {s.target}(...)` (modules: {', '.join(MODULES)})")
+            sig = ctx.signatures[s.target]
+            return {n: f.type for n, f in sig.inputs.items()}, {n: f.type for n, f in sig.outputs.items()}
+        if s.target not in ctx.suppressed:
+            ctx.report("unknown-signature", s.target_span, f"no pipeline or signature named `{s.target}`",
+                       did_you_mean(s.target, target_kinds))
+        return None, None
+
+    if s.module not in MODULES:
+        ctx.report("unknown-module", s.module_span, f"unknown module `{s.module}`", did_you_mean(s.module, MODULES))
+    if s.module == "call":
+        if s.ref is None:
+            ctx.report("bad-function-ref", s.module_span, "a `call` step names the Python function it runs",
+                       f'e.g. `{s.name} = call "tools.py:lookup" {s.target}(...)`')
+        elif not FUNCTION_REF.match(s.ref):
+            ctx.report("bad-function-ref", s.module_span, f'"{s.ref}" is not a `file.py:function` reference',
+                       'e.g. "tools.py:lookup" (the path is relative to the .lmp file)')
+        if s.using is not None:
+            ctx.report("bad-using", s.using_span, "a `call` step runs Python, not a model",
+                       "remove `using`")
+    elif s.ref is not None and s.module in MODULES:
+        ctx.report("bad-function-ref", s.module_span, f"`{s.module}` takes no function reference",
+                   "only `call` steps name a Python function")
+
+    if s.target in ctx.pipelines:
+        ctx.report("unknown-signature", s.target_span, f"`{s.target}` is a pipeline, not a signature",
+                   f"call a pipeline without a module: `{s.name} = {s.target}(...)`")
+        return None, None
+    if s.target not in ctx.signatures:
+        if s.target not in ctx.suppressed:
+            ctx.report("unknown-signature", s.target_span, f"unknown signature `{s.target}`",
+                       did_you_mean(s.target, ctx.signature_decls))
+        return None, None
+    sig = ctx.signatures[s.target]
+    inputs = {n: f.type for n, f in sig.inputs.items()}
+    outputs = {n: f.type for n, f in sig.outputs.items()}
+    if s.module == "chain_of_thought":
+        if REASONING in sig.outputs or REASONING in sig.inputs:
+            ctx.report("reserved-field", s.target_span,
+                       f"chain_of_thought adds a `{REASONING}` output, and `{s.target}` already has a field `{REASONING}`",
+                       "rename that field, or use predict")
+        outputs = {REASONING: STR, **{k: v for k, v in outputs.items() if k != REASONING}}
+    return inputs, outputs
+
+
+class _Exprs:
+    """Types expressions of one pipeline body and records which names each one reads."""
+
+    def __init__(self, ctx: Context, info: PipelineInfo, steps: dict[str, ast.Step]):
+        self.ctx, self.info, self.steps = ctx, info, steps
+
+    def type_of(self, e: ast.Expr, deps: set[str]) -> Type:
+        ctx = self.ctx
+        if isinstance(e, ast.Name):
+            if e.name in self.info.inputs:
+                deps.add(e.name)
+                return self.info.inputs[e.name]
+            if e.name in self.steps:
+                deps.add(e.name)
+                outs = self.info.step_outputs.get(e.name)
+                ctx.report("missing-field-access", e.span, f"`{e.name}` is a step; use one of its fields",
+                           f"e.g. `{e.name}.{next(iter(outs))}`" if outs else None)
+                return ANY
+            ctx.report("undefined-name", e.span, f"`{e.name}` is not defined",
+                       did_you_mean(e.name, list(self.info.inputs) + list(self.steps)))
+            return ANY
+        if isinstance(e, ast.Attr):
+            if isinstance(e.value, ast.Name) and e.value.name in self.steps and e.value.name not in self.info.inputs:
+                deps.add(e.value.name)
+                outs = self.info.step_outputs.get(e.value.name)
+                if outs is None:
+                    return ANY
+                if e.attr not in outs:
+                    ctx.report("unknown-field", e.attr_span, f"step `{e.value.name}` has no output `{e.attr}`",
+                               _close_or_available(e.attr, outs))
+                    return ANY
+                return outs[e.attr]
+            base = self.type_of(e.value, deps)
+            if isinstance(base, OptT):
+                base = base.inner
+            if isinstance(base, AnyT):
+                return ANY
+            if not isinstance(base, ObjT):
+                ctx.report("unknown-field", e.attr_span, f"a value of type {describe(base)} has no field `{e.attr}`")
+                return ANY
+            fields = dict(base.fields)
+            if e.attr not in fields:
+                ctx.report("unknown-field", e.attr_span, f"type {describe(base)} has no field `{e.attr}`",
+                           _fields_hint(fields))
+                return ANY
+            return fields[e.attr]
+        if isinstance(e, ast.Literal):
+            v = e.value
+            if isinstance(v, bool):
+                return BOOL
+            if isinstance(v, int):
+                return INT
+            if isinstance(v, float):
+                return FLOAT
+            if isinstance(v, str):
+                return EnumT((v,))
+            return NullT()
+        if isinstance(e, ast.ListExpr):
+            return ListT(join([self.type_of(i, deps) for i in e.items]))
+        if isinstance(e, ast.Call):
+            arg_types = [self.type_of(a, deps) for a in e.args]
+            b = BUILTINS.get(e.func)
+            if b is None:
+                hint = did_you_mean(e.func, BUILTINS)
+                if e.func in self.ctx.pipelines or e.func in self.ctx.signatures:
+                    hint = f"steps are declared on their own line: `x = ... {e.func}(...)`"
+                ctx.report("unknown-builtin", e.func_span, f"`{e.func}` is not a builtin function", hint)
+                return ANY
+            if e.kwargs or len(e.args) < b.min_args or (b.max_args is not None and len(e.args) > b.max_args):
+                ctx.report("bad-builtin-call", e.span, f"wrong arguments for `{e.func}`", f"usage: {b.usage}")
+                return ANY
+            result = b.check(arg_types)
+            if isinstance(result, str):
+                ctx.report("bad-builtin-call", e.span, result, f"usage: {b.usage}")
+                return ANY
+            return result
+        raise AssertionError(e)
+
+
+def _check_body(ctx: Context, info: PipelineInfo) -> None:
+    decl = info.decl
+    steps: dict[str, ast.Step] = {}
+    for s in decl.steps:
+        if s.name in steps:
+            ctx.report("duplicate-step", s.name_span, f"step `{s.name}` is already defined",
+                       f"first defined at line {steps[s.name].name_span.line}")
+        elif s.name in info.inputs:
+            ctx.report("duplicate-step", s.name_span, f"step `{s.name}` has the name of an input of `{info.name}`",
+                       "rename the step")
+        else:
+            steps[s.name] = s
+    for s in steps.values():
+        ins, outs = _step_interface(ctx, info, s)
+        if ins is not None:
+            info.step_inputs[s.name] = ins
+            info.step_outputs[s.name] = outs
+
+    exprs = _Exprs(ctx, info, steps)
+    deps: dict[str, set[str]] = {}
+    for s in steps.values():
+        deps[s.name] = set()
+        ins = info.step_inputs.get(s.name)
+        given: set[str] = set()
+        for kw in s.args:
+            if kw.name in given:
+                ctx.report("duplicate-argument", kw.name_span, f"argument `{kw.name}` is passed twice")
+                continue
+            given.add(kw.name)
+            t = exprs.type_of(kw.value, deps[s.name])
+            if ins is None:
+                continue
+            if kw.name not in ins:
+                ctx.report("unknown-argument", kw.name_span, f"`{s.target}` has no input `{kw.name}`",
+                           _close_or_available(kw.name, ins))
+                continue
+            why = assignable(t, ins[kw.name])
+            if why is not None:
+                ctx.report("type-mismatch", kw.value.span,
+                           f"input `{kw.name}` of `{s.target}` is {describe(ins[kw.name])}, but this is {describe(t)}",
+                           why)
+        for name, t in (ins or {}).items():
+            if name not in given and not isinstance(t, OptT):
+                ctx.report("missing-argument", s.target_span, f"step `{s.name}` does not pass input `{name}` ({describe(t)})",
+                           f"add `{name}: ...` to the call")
+        if s.using is not None and s.module != "call" and s.using not in ctx.models:
+            if s.using not in ctx.suppressed:
+                ctx.report("unknown-model", s.using_span, f"no model named `{s.using}`", did_you_mean(s.using, ctx.models))
+
+    _check_step_cycles(ctx, steps, deps)
+
+    ret_deps: set[str] = set()
+    if decl.ret is None:
+        if info.outputs:
+            ctx.report("missing-return", decl.name_span, f"pipeline `{info.name}` never returns its outputs",
+                       "end the body with `return " + ", ".join(f"{o}: ..." for o in info.outputs) + "`")
+    else:
+        returned: set[str] = set()
+        for kw in decl.ret.fields:
+            if kw.name in returned:
+                ctx.report("duplicate-field", kw.name_span, f"`{kw.name}` is returned twice")
+                continue
+            returned.add(kw.name)
+            t = exprs.type_of(kw.value, ret_deps)
+            if kw.name not in info.outputs:
+                ctx.report("unknown-output", kw.name_span, f"pipeline `{info.name}` declares no output `{kw.name}`",
+                           did_you_mean(kw.name, info.outputs))
+                continue
+            why = assignable(t, info.outputs[kw.name])
+            if why is not None:
+                ctx.report("type-mismatch", kw.value.span,
+                           f"output `{kw.name}` is {describe(info.outputs[kw.name])}, but this is {describe(t)}", why)
+        for name in info.outputs:
+            if name not in returned:
+                ctx.report("missing-output", decl.ret.span, f"output `{name}` is never returned",
+                           f"add `{name}: ...` to the return")
+
+    # What reaches a return: everything else is unused.
+    reached, todo = set(), list(ret_deps)
+    while todo:
+        n = todo.pop()
+        if n not in reached:
+            reached.add(n)
+            todo.extend(deps.get(n, ()))
+    if decl.ret is not None:
+        for s in steps.values():
+            if s.name not in reached:
+                ctx.report("unused-step", s.name_span, f"the result of step `{s.name}` is never used",
+                           "it is removed from the graph; return one of its fields or delete it")
+    read = set().union(*deps.values()) | ret_deps if deps else ret_deps
+    for p in decl.inputs:
+        if p.name not in read:
+            ctx.report("unused-input", p.span, f"input `{p.name}` of `{info.name}` is never read")
+
+
+def _close_or_available(name: str, fields: dict[str, Type]) -> str | None:
+    close = did_you_mean(name, fields)
+    if close and close.startswith("did you mean"):
+        return close
+    return _fields_hint(fields)
+
+
+def _check_step_cycles(ctx: Context, steps: dict[str, ast.Step], deps: dict[str, set[str]]) -> None:
+    g = nx.DiGraph()
+    g.add_nodes_from(steps)
+    g.add_edges_from((d, s) for s, ds in deps.items() for d in ds if d in steps)
+    order = list(steps)
+    for scc in nx.strongly_connected_components(g):
+        if len(scc) == 1 and not g.has_edge(next(iter(scc)), next(iter(scc))):
+            continue
+        first = min(scc, key=order.index)
+        cycle = [first]
+        for u, v in nx.find_cycle(g.subgraph(scc), source=first):
+            cycle.append(v)
+        ctx.report("cycle", steps[first].name_span, "steps depend on each other in a cycle: " + " -> ".join(cycle),
+                   "a pipeline is a DAG: break the cycle by removing one of these inputs")
+
+
+def _check_pipeline_cycles(ctx: Context) -> None:
+    g = nx.DiGraph()
+    for info in ctx.pipelines.values():
+        g.add_node(info.name)
+        g.add_edges_from((info.name, c) for c in info.calls)
+    order = list(ctx.pipelines)
+    for scc in nx.strongly_connected_components(g):
+        if len(scc) == 1 and not g.has_edge(next(iter(scc)), next(iter(scc))):
+            continue
+        first = min(scc, key=order.index)
+        cycle = [first] + [v for _, v in nx.find_cycle(g.subgraph(scc), source=first)]
+        step = next(s for s in ctx.pipelines[first].decl.steps if s.module is None and s.target in scc)
+        ctx.report("cycle", step.target_span, "pipelines call each other in a cycle: " + " -> ".join(cycle),
+                   "a pipeline cannot call itself, directly or through others")

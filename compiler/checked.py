@@ -1,0 +1,79 @@
+"""The checked program: what semantic analysis produces and lowering consumes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import networkx as nx
+
+from lmpc.compiler import ast
+from lmpc.compiler.diagnostics import Diagnostic, Span
+from lmpc.compiler.types import Type
+
+# The embedded default model, used when a file declares none.
+DEFAULT_MODEL_NAME = "default"
+DEFAULT_MODEL = {"provider": "llama_cpp", "options": {"builtin": "smollm2-135m", "temperature": 0}}
+
+
+@dataclass
+class FieldInfo:
+    name: str
+    type: Type
+    description: str | None
+    span: Span
+
+
+@dataclass
+class SignatureInfo:
+    name: str
+    instructions: str | None
+    inputs: dict[str, FieldInfo]
+    outputs: dict[str, FieldInfo]
+    span: Span
+
+
+@dataclass
+class ModelInfo:
+    name: str
+    provider: str
+    options: dict[str, Any]  # literal values; env("X") becomes {"env": "X"}
+    span: Span | None
+
+
+@dataclass
+class PipelineInfo:
+    name: str
+    decl: ast.PipelineDecl
+    inputs: dict[str, Type]
+    outputs: dict[str, Type]
+    step_outputs: dict[str, dict[str, Type]] = field(default_factory=dict)
+    step_inputs: dict[str, dict[str, Type]] = field(default_factory=dict)
+    calls: set[str] = field(default_factory=set)  # pipelines this one calls
+
+
+@dataclass
+class OptimizeInfo:
+    pipeline: str
+    settings: dict[str, Any]  # train, dev, metric, strategy, seed, max_calls
+    span: Span
+
+
+@dataclass
+class CheckedProgram:
+    path: str
+    source: str
+    source_hash: str
+    models: dict[str, ModelInfo]
+    default_model: str
+    types: dict[str, Type]
+    signatures: dict[str, SignatureInfo]
+    pipelines: dict[str, PipelineInfo]
+    optimize: dict[str, OptimizeInfo]
+    diagnostics: list[Diagnostic]  # warnings (a program with errors raises instead)
+    graphs: dict[str, nx.DiGraph] = field(default_factory=dict)
+
+    def entry_pipelines(self) -> list[str]:
+        """Pipelines no other pipeline calls: the candidates to run."""
+        called = set().union(*(p.calls for p in self.pipelines.values())) if self.pipelines else set()
+        return [n for n in self.pipelines if n not in called]

@@ -1,0 +1,170 @@
+"""Diagnostics are data: a stable code, a severity, a span, a message and a hint.
+
+Every code lives in CODES (the one registry); docs/diagnostics.md documents each one and a
+test checks that the two agree.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field
+from typing import Iterable
+
+ERROR = "error"
+WARNING = "warning"
+
+
+@dataclass(frozen=True)
+class Span:
+    """A 1-based source range; end_col is exclusive."""
+
+    file: str
+    line: int
+    col: int
+    end_line: int
+    end_col: int
+
+    def to_json(self) -> dict:
+        return {
+            "file": self.file,
+            "line": self.line,
+            "col": self.col,
+            "end_line": self.end_line,
+            "end_col": self.end_col,
+        }
+
+    @classmethod
+    def from_json(cls, d: dict) -> "Span":
+        return cls(d["file"], d["line"], d["col"], d["end_line"], d["end_col"])
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}:{self.col}"
+
+
+# code -> (severity, one-line summary). Stable: never rename a code, only add.
+CODES: dict[str, tuple[str, str]] = {
+    # syntax
+    "syntax-error": (ERROR, "the parser met a token it did not expect"),
+    "unexpected-character": (ERROR, "a character that no token of the language starts with"),
+    "unexpected-eof": (ERROR, "the file ends in the middle of a declaration"),
+    "unterminated-string": (ERROR, "a string literal is not closed on its line"),
+    "missing-arrow": (ERROR, "a signature or pipeline has no `->` between inputs and outputs"),
+    "trailing-comma": (ERROR, "a comma directly before a closing bracket"),
+    "missing-colon": (ERROR, "a field name followed by a type without `:` between them"),
+    # names
+    "duplicate-name": (ERROR, "two top-level declarations share a name"),
+    "duplicate-field": (ERROR, "a signature, object type or pipeline repeats a field name"),
+    "duplicate-step": (ERROR, "two steps of one pipeline share a name"),
+    "duplicate-argument": (ERROR, "a call passes the same argument twice"),
+    "undefined-name": (ERROR, "an expression names no pipeline input or step"),
+    "unknown-type": (ERROR, "a type name that is neither built in nor declared"),
+    "unknown-signature": (ERROR, "a step names no declared signature or pipeline"),
+    "unknown-model": (ERROR, "`using` names no declared model"),
+    "unknown-module": (ERROR, "a step uses a module kind the language does not know"),
+    "unknown-field": (ERROR, "`step.field` names no output of that step"),
+    "unknown-argument": (ERROR, "a step passes an argument its signature has no input for"),
+    "missing-argument": (ERROR, "a step does not pass a required input of its signature"),
+    "missing-field-access": (ERROR, "a step is used as a value without naming one of its fields"),
+    "unknown-builtin": (ERROR, "an expression calls a function that is not a builtin"),
+    "bad-builtin-call": (ERROR, "a builtin is called with the wrong number or types of arguments"),
+    "unknown-pipeline": (ERROR, "an optimize block names no declared pipeline"),
+    "bad-function-ref": (ERROR, "a `call` step without a `file.py:function` reference, or another module with one"),
+    "bad-using": (ERROR, "`using` on a step that calls no model"),
+    # types
+    "type-mismatch": (ERROR, "a value's type does not fit where it flows"),
+    "bad-union": (ERROR, "a union of anything but string literals"),
+    "bad-type-argument": (ERROR, "a generic type used wrongly (`list` needs one type argument)"),
+    "recursive-type": (ERROR, "a named type refers to itself"),
+    "reserved-field": (ERROR, "a field name the compiler reserves (e.g. `reasoning` with chain_of_thought)"),
+    # graph
+    "cycle": (ERROR, "steps (or pipelines) depend on each other in a circle"),
+    "missing-output": (ERROR, "a declared pipeline output is never returned"),
+    "unknown-output": (ERROR, "`return` names a field the pipeline does not declare"),
+    "missing-return": (ERROR, "a pipeline with outputs has no `return`"),
+    "unused-step": (WARNING, "a step whose result never reaches an output"),
+    "unused-input": (WARNING, "a pipeline input that nothing reads"),
+    "empty-signature": (ERROR, "a signature with no outputs"),
+    # models
+    "unknown-provider": (ERROR, "a model provider other than llama_cpp or openai"),
+    "bad-model-option": (ERROR, "an option a model provider does not take, or a value of the wrong kind"),
+    "missing-model-source": (ERROR, "a llama_cpp model without exactly one of builtin/path/hf"),
+    "secret-literal": (ERROR, "a secret written into the file instead of named from the environment"),
+    # optimize
+    "bad-optimize-option": (ERROR, "an optimize entry the compiler does not know, or a bad value"),
+    "unknown-metric": (ERROR, "a metric that is neither built in nor a pipeline"),
+    "unknown-strategy": (ERROR, "an optimizer strategy that does not exist"),
+    "duplicate-optimize": (ERROR, "two optimize blocks for one pipeline"),
+}
+
+
+@dataclass(frozen=True)
+class Diagnostic:
+    code: str
+    span: Span
+    message: str
+    hint: str | None = None
+    severity: str = field(default="")
+
+    def __post_init__(self) -> None:
+        if self.code not in CODES:
+            raise KeyError(f"diagnostic code {self.code!r} is not registered in CODES")
+        if not self.severity:
+            object.__setattr__(self, "severity", CODES[self.code][0])
+
+    @property
+    def is_error(self) -> bool:
+        return self.severity == ERROR
+
+    def to_json(self) -> dict:
+        return {
+            "code": self.code,
+            "severity": self.severity,
+            "message": self.message,
+            "hint": self.hint,
+            **self.span.to_json(),
+        }
+
+    def render(self, source: str | None = None) -> str:
+        """`file:line:col: error[code]: message`, the source line with a caret, the hint."""
+        out = [f"{self.span}: {self.severity}[{self.code}]: {self.message}"]
+        lines = source.splitlines() if source is not None else []
+        if 1 <= self.span.line <= len(lines):
+            text = lines[self.span.line - 1].replace("\t", " ")
+            num = str(self.span.line)
+            pad = " " * len(num)
+            end = self.span.end_col if self.span.end_line == self.span.line else len(text) + 1
+            width = max(1, min(end, len(text) + 1) - self.span.col)
+            out.append(f" {num} | {text}")
+            out.append(f" {pad} | {' ' * (self.span.col - 1)}{'^' * width}")
+        if self.hint:
+            out.append(f"  hint: {self.hint}")
+        return "\n".join(out)
+
+
+class CompileError(Exception):
+    """Raised by compile_file/compile_source; carries every diagnostic of the run."""
+
+    def __init__(self, diagnostics: list[Diagnostic], sources: dict[str, str] | None = None):
+        self.diagnostics = diagnostics
+        self.sources = sources or {}
+        errors = [d for d in diagnostics if d.is_error]
+        super().__init__(f"{len(errors)} error(s)\n" + self.render())
+
+    def render(self) -> str:
+        return "\n".join(d.render(self.sources.get(d.span.file)) for d in self.diagnostics)
+
+
+def did_you_mean(name: str, choices: Iterable[str]) -> str | None:
+    """A 'did you mean' hint, or an 'available:' list when nothing is close."""
+    choices = sorted(set(choices))
+    close = difflib.get_close_matches(name, choices, n=1, cutoff=0.6)
+    if close:
+        return f"did you mean `{close[0]}`?"
+    if choices:
+        shown = ", ".join(choices[:12]) + (", ..." if len(choices) > 12 else "")
+        return f"available: {shown}"
+    return None
+
+
+def sort_key(d: Diagnostic) -> tuple:
+    return (d.span.file, d.span.line, d.span.col, d.code)

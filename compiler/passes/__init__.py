@@ -1,0 +1,30 @@
+"""IR passes: each is a function (graph, PassContext) -> graph, run in the order of PASSES."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import networkx as nx
+
+from lmpc.compiler.passes.annotate import annotate_order
+from lmpc.compiler.passes.inline import inline_calls
+from lmpc.compiler.passes.prune import prune_unused
+
+
+@dataclass
+class PassContext:
+    raw: dict[str, nx.DiGraph]  # every pipeline lowered, before passes (for inlining)
+
+
+Pass = Callable[[nx.DiGraph, PassContext], nx.DiGraph]
+
+PASSES: tuple[Pass, ...] = (inline_calls, prune_unused, annotate_order)
+
+
+def run_passes(name: str, raw: dict[str, nx.DiGraph]) -> nx.DiGraph:
+    ctx = PassContext(raw)
+    g = raw[name].copy()
+    for p in PASSES:
+        g = p(g, ctx)
+    return g

@@ -1,0 +1,163 @@
+"""Parse a .lmp file into an AST, turning Lark's exceptions into diagnostics.
+
+A file with syntax errors is split into top-level declarations (a keyword at column 0) and each
+is parsed on its own, so independent syntax errors are all reported in one run and the
+declarations that do parse are still checked.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
+
+from lmpc.compiler import ast
+from lmpc.compiler.build_ast import AstBuilder
+from lmpc.compiler.diagnostics import Diagnostic, Span
+from lmpc.grammar import get_parser
+
+TOP_KEYWORDS = ("model", "type", "signature", "pipeline", "optimize")
+_DECL_START = re.compile(r"(model|type|signature|pipeline|optimize)\b")
+_DECL_NAME = re.compile(r"(model|type|signature|pipeline|optimize)\s+([A-Za-z_]\w*)")
+
+# How terminals read in "expected ..." hints.
+_TERMINAL_WORDS = {
+    "NAME": "a name",
+    "STRING": "a string",
+    "SIGNED_NUMBER": "a number",
+    "ARROW": "`->`",
+    "$END": "end of file",
+}
+
+
+@dataclass
+class ParseResult:
+    module: ast.Module
+    diagnostics: list[Diagnostic]
+    failed_names: set[str]  # names declared by declarations that did not parse
+
+
+def parse_module(text: str, file: str) -> ParseResult:
+    parser = get_parser()
+    try:
+        tree = parser.parse(text)
+    except UnexpectedInput:
+        return _parse_by_declaration(text, file)
+    decls = AstBuilder(file).transform(tree)
+    return ParseResult(ast.Module(file, text, decls), [], set())
+
+
+def _parse_by_declaration(text: str, file: str) -> ParseResult:
+    parser = get_parser()
+    decls: list = []
+    diags: list[Diagnostic] = []
+    failed: set[str] = set()
+    for start, end, line in _declaration_chunks(text):
+        chunk = text[start:end]
+        padded = "\n" * (line - 1) + chunk  # keeps line and column numbers true
+        try:
+            tree = parser.parse(padded)
+        except UnexpectedInput as e:
+            diags.append(_diagnose(e, padded, file))
+            m = _DECL_NAME.match(chunk)
+            if m:
+                failed.add(m.group(2))
+            continue
+        decls.extend(AstBuilder(file).transform(tree))
+    return ParseResult(ast.Module(file, text, decls), diags, failed)
+
+
+def _declaration_chunks(text: str) -> list[tuple[int, int, int]]:
+    """(start, end, line) of each top-level declaration: a keyword at column 0 outside strings."""
+    starts: list[tuple[int, int]] = []
+    i, line, n = 0, 1, len(text)
+    at_line_start = True
+    while i < n:
+        ch = text[i]
+        if at_line_start and _DECL_START.match(text, i):
+            starts.append((i, line))
+        at_line_start = False
+        if ch == "\n":
+            line += 1
+            at_line_start = True
+            i += 1
+        elif ch == "#":
+            j = text.find("\n", i)
+            i = n if j < 0 else j
+        elif text.startswith('"""', i):
+            j = text.find('"""', i + 3)
+            j = n if j < 0 else j + 3
+            line += text.count("\n", i, j)
+            i = j
+        elif ch == '"':
+            j = i + 1
+            while j < n and text[j] not in '"\n':
+                j += 2 if text[j] == "\\" else 1
+            i = j + 1 if j < n and text[j] == '"' else j
+        else:
+            i += 1
+    if not starts or starts[0][0] != 0:
+        # Text before the first declaration (stray tokens) is a chunk of its own.
+        starts.insert(0, (0, 1))
+    bounds = [s for s, _ in starts] + [n]
+    return [(s, bounds[k + 1], ln) for k, (s, ln) in enumerate(starts)]
+
+
+def _readable(terminal: str) -> str:
+    if terminal in _TERMINAL_WORDS:
+        return _TERMINAL_WORDS[terminal]
+    try:
+        pattern = get_parser().get_terminal(terminal).pattern
+    except KeyError:
+        return terminal
+    if pattern.type == "str":
+        return f"`{pattern.value}`"
+    return terminal.lower()
+
+
+def _expected(e: UnexpectedInput) -> str:
+    names = sorted({_readable(t) for t in (getattr(e, "expected", None) or [])})
+    if not names:
+        return ""
+    return "expected " + (names[0] if len(names) == 1 else "one of: " + ", ".join(names))
+
+
+def _prev_char(text: str, line: int, col: int) -> str:
+    """The last non-blank, non-comment character before (line, col)."""
+    lines = text.split("\n")
+    head = lines[: line - 1] + [lines[line - 1][: col - 1]] if line <= len(lines) else lines
+    for raw in reversed(head):
+        code = re.sub(r'"(?:[^"\\\n]|\\.)*"|#.*', lambda m: "s" if m.group(0)[0] == '"' else "", raw)
+        code = code.rstrip()
+        if code:
+            return code[-1]
+    return ""
+
+
+def _diagnose(e: UnexpectedInput, text: str, file: str) -> Diagnostic:
+    if isinstance(e, UnexpectedCharacters):
+        span = Span(file, e.line, e.column, e.line, e.column + 1)
+        ch = text[e.pos_in_stream] if e.pos_in_stream < len(text) else ""
+        if ch == '"':
+            return Diagnostic("unterminated-string", span, "this string is not closed on its line",
+                              'close it with `"`, or use """triple quotes""" for text over several lines')
+        return Diagnostic("unexpected-character", span, f"unexpected character `{ch}`", _expected(e) or None)
+    if isinstance(e, UnexpectedEOF) or (isinstance(e, UnexpectedToken) and e.token.type == "$END"):
+        lines = text.rstrip().split("\n")
+        line = len(lines)
+        col = len(lines[-1]) + 1 if lines else 1
+        span = Span(file, line, max(1, col - 1), line, col)
+        hint = "a `{` or `(` is not closed" if text.count("{") > text.count("}") or text.count("(") > text.count(")") else _expected(e)
+        return Diagnostic("unexpected-eof", span, "the file ends in the middle of a declaration", hint or None)
+    assert isinstance(e, UnexpectedToken)
+    tok = e.token
+    span = Span(file, tok.line, tok.column, tok.end_line or tok.line, tok.end_column or tok.column + 1)
+    value = str(tok)
+    expected = set(e.expected or ())
+    if value in (")", "]", "}") and _prev_char(text, tok.line, tok.column) == ",":
+        return Diagnostic("trailing-comma", span, f"a comma before `{value}`", "remove the trailing `,`")
+    if "ARROW" in expected and value in ("}", "{"):
+        return Diagnostic("missing-arrow", span, f"expected `->` before `{value}`",
+                          "inputs and outputs are separated by `->`, e.g. `question -> answer`")
+    return Diagnostic("syntax-error", span, f"unexpected `{value}`", _expected(e) or None)

@@ -1,0 +1,5 @@
+"""lmpc.grammar: the .lmp grammar (lmp.lark) and its parser factory."""
+
+from lmpc.grammar.parser import get_parser, parse
+
+__all__ = ["get_parser", "parse"]

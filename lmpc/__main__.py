@@ -1,0 +1,5 @@
+import sys
+
+from lmpc.cli import main
+
+sys.exit(main())

@@ -1,0 +1,145 @@
+"""The `lmpc` command: check, graph (run, inspect: see lmpc/cli_run.py)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from lmpc.compiler.api import analyze
+from lmpc.compiler.render import FORMATS
+
+EXIT_OK, EXIT_DIAGNOSTICS, EXIT_USAGE = 0, 1, 2
+
+
+class UsageError(Exception):
+    """A mistake in how the command was called (exit code 2)."""
+
+
+def _read(path: str) -> str:
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise UsageError(f"no such file: {path}") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise UsageError(f"cannot read {path}: {e}") from None
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    worst = EXIT_OK
+    report = []
+    for path in args.files:
+        source = _read(path)
+        program, diags = analyze(source, path)
+        if program is None:
+            worst = EXIT_DIAGNOSTICS
+        if args.json:
+            report.extend(d.to_json() for d in diags)
+        else:
+            for d in diags:
+                print(d.render(source), file=sys.stderr)
+            if not diags and not args.quiet:
+                pipelines = ", ".join(program.pipelines) or "no pipelines"
+                print(f"{path}: ok ({pipelines})")
+    if args.json:
+        print(json.dumps({"ok": worst == EXIT_OK, "diagnostics": report}, indent=2))
+    return worst
+
+
+def _pick_pipeline(program, name: str | None, path: str) -> str:
+    if name is not None:
+        if name not in program.pipelines:
+            raise UsageError(f"{path} has no pipeline `{name}` (it has: {', '.join(program.pipelines)})")
+        return name
+    entries = program.entry_pipelines()
+    if len(entries) == 1:
+        return entries[0]
+    if not program.pipelines:
+        raise UsageError(f"{path} declares no pipeline")
+    raise UsageError(f"{path} has several pipelines ({', '.join(entries)}); choose one with --pipeline")
+
+
+def load_program(path: str):
+    """Compile a .lmp file, printing diagnostics; None when it has errors."""
+    source = _read(path)
+    program, diags = analyze(source, path)
+    for d in diags:
+        print(d.render(source), file=sys.stderr)
+    return program
+
+
+def cmd_graph(args: argparse.Namespace) -> int:
+    program = load_program(args.file)
+    if program is None:
+        return EXIT_DIAGNOSTICS
+    name = _pick_pipeline(program, args.pipeline, args.file)
+    g = program.graphs[name]
+    if args.output and Path(args.output).suffix in (".png", ".svg", ".pdf"):
+        dot = shutil.which("dot")
+        if dot is None:
+            raise UsageError("drawing an image needs Graphviz's `dot` (apt-get install graphviz); "
+                             "use --format dot or mermaid instead")
+        fmt = Path(args.output).suffix[1:]
+        subprocess.run([dot, f"-T{fmt}", "-o", args.output], input=FORMATS["dot"](g), text=True, check=True)
+        print(f"wrote {args.output}")
+        return EXIT_OK
+    text = FORMATS[args.format](g)
+    if args.output:
+        Path(args.output).write_text(text, encoding="utf-8")
+        print(f"wrote {args.output}")
+    else:
+        sys.stdout.write(text)
+    return EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="lmpc",
+        description="lmpc compiles .lmp language-model programs into typed dataflow graphs and runs them.",
+        epilog="Run `lmpc COMMAND --help` for a command's options. Docs: docs/cli.md",
+    )
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
+    c = sub.add_parser("check", help="parse and type-check .lmp files",
+                       description="Parse and type-check .lmp files without calling any model. "
+                                   "Exit 0: clean (warnings allowed); 1: errors found; 2: usage error.")
+    c.add_argument("files", nargs="+", metavar="FILE", help=".lmp file(s) to check")
+    c.add_argument("--json", action="store_true", help="print diagnostics as JSON on stdout")
+    c.add_argument("-q", "--quiet", action="store_true", help="print nothing for clean files")
+    c.set_defaults(func=cmd_check)
+
+    g = sub.add_parser("graph", help="print a pipeline's typed dataflow graph",
+                       description="Compile FILE and print one pipeline's graph (after inlining and pruning).")
+    g.add_argument("file", metavar="FILE", help=".lmp file")
+    g.add_argument("--pipeline", help="which pipeline (default: the one no other pipeline calls)")
+    g.add_argument("--format", choices=sorted(FORMATS), default="mermaid", help="output format (default: mermaid)")
+    g.add_argument("-o", "--output", help="write to a file; .png/.svg/.pdf draws an image with Graphviz")
+    g.set_defaults(func=cmd_graph)
+
+    from lmpc.cli_run import add_run_commands
+
+    add_run_commands(sub)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return EXIT_USAGE
+    try:
+        return args.func(args)
+    except UsageError as e:
+        print(f"lmpc: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("lmpc: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
