@@ -1,12 +1,43 @@
 """lmpc: a declarative dataflow-graph compiler for language-model programs.
 
     import lmpc
-    program = lmpc.compile_file("examples/sentiment/sentiment.lmp")
-    program.graphs["classify"]          # a typed networkx.DiGraph
+    prog = lmpc.compile_file("examples/sentiment/sentiment.lmp")
+    prog(text="I love this phone").label      # 'positive'
+    prog.graph                                # the typed networkx.DiGraph that runs
+
+The runtime (and llama.cpp) is imported on first use, so `lmpc check` stays fast.
 """
 
-from lmpc.compiler import CheckedProgram, CompileError, Diagnostic, compile_file, compile_source
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 __version__ = "0.1.0"
 
-__all__ = ["CheckedProgram", "CompileError", "Diagnostic", "compile_file", "compile_source", "__version__"]
+_EXPORTS = {
+    "compile_file": "lmpc.api",
+    "compile_source": "lmpc.api",
+    "CheckedProgram": "lmpc.compiler",
+    "CompileError": "lmpc.compiler",
+    "Diagnostic": "lmpc.compiler",
+    "LmpcRuntimeError": "lmpc.runtime.errors",
+    "OutputError": "lmpc.runtime.errors",
+    "Program": "lmpc.runtime.program",
+    "Result": "lmpc.runtime.program",
+}
+
+__all__ = sorted(_EXPORTS) + ["__version__"]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'lmpc' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__

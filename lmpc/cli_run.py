@@ -1,9 +1,174 @@
-"""Commands that run models: run, inspect."""
+"""Commands that run models: `lmpc run` and `lmpc inspect`."""
 
 from __future__ import annotations
 
 import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+
+def _usage_error(message: str) -> Exception:
+    from lmpc.cli import UsageError
+
+    return UsageError(message)
+
+
+def parse_inputs(pairs: list[str], fields: dict[str, dict]) -> dict[str, Any]:
+    from lmpc.runtime.values import coerce_text
+
+    row: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, text = pair.partition("=")
+        if not sep:
+            raise _usage_error(f"--input takes NAME=VALUE, got {pair!r}")
+        if key not in fields:
+            raise _usage_error(f"the pipeline has no input `{key}` (inputs: {', '.join(fields) or 'none'})")
+        row[key] = coerce_text(text, fields[key]["schema"])
+    return row
+
+
+def read_rows(path: str) -> list[dict[str, Any]]:
+    """JSON lines; a bad line is a usage error that names file and line."""
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except OSError as e:
+        raise _usage_error(f"cannot read {path}: {e.strerror or e}") from None
+    rows = []
+    for i, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise _usage_error(f"{path}:{i}:{e.colno}: invalid JSON: {e.msg}") from None
+        if not isinstance(row, dict):
+            raise _usage_error(f"{path}:{i}: a row must be a JSON object")
+        rows.append(row)
+    return rows
+
+
+def _open_program(args: argparse.Namespace):
+    from lmpc.api import choose_pipeline
+    from lmpc.cli import load_program
+    from lmpc.runtime.cache import CallCache, default_cache_dir
+    from lmpc.runtime.errors import LmpcRuntimeError
+    from lmpc.runtime.program import Program
+
+    checked = load_program(args.file)
+    if checked is None:
+        return None
+    try:
+        name = choose_pipeline(checked, args.pipeline)
+    except LmpcRuntimeError as e:
+        raise _usage_error(str(e)) from None
+    cache_dir = Path(args.cache_dir) if args.cache_dir else default_cache_dir()
+    cache = CallCache(cache_dir / "calls.sqlite", enabled=not args.no_cache)
+    try:
+        return Program(checked.graphs[name], base_dir=Path(args.file).parent, cache=cache,
+                       trace_log=cache_dir / "traces.jsonl", model=args.model)
+    except LmpcRuntimeError as e:
+        raise _usage_error(str(e)) from None
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from lmpc.runtime.errors import LmpcRuntimeError
+
+    prog = _open_program(args)
+    if prog is None:
+        return 1
+    if args.input_file:
+        if args.input:
+            raise _usage_error("give either --input or --input-file, not both")
+        rows = read_rows(args.input_file)
+    else:
+        rows = [parse_inputs(args.input or [], prog.input_fields)]
+    t0 = time.perf_counter()
+    try:
+        results = prog.batch(rows)
+    except LmpcRuntimeError as e:
+        print(f"lmpc: error: {e}", file=sys.stderr)
+        return 1
+    finally:
+        prog.close()
+    failed = 0
+    for r in results:
+        if args.json:
+            print(json.dumps({"row": r.index, **r.to_json()}, ensure_ascii=False))
+        elif r.ok:
+            prefix = f"[{r.index}] " if len(results) > 1 else ""
+            print(prefix + "  ".join(f"{k}: {json.dumps(v, ensure_ascii=False) if not isinstance(v, str) else v}"
+                                     for k, v in r.values.items()))
+        if not r.ok:
+            failed += 1
+            print(f"lmpc: error: {r.error}", file=sys.stderr)
+            raw = getattr(r.error, "raw_text", None)
+            if raw is not None:
+                print(f"  raw model output: {raw[:500]!r}", file=sys.stderr)
+    calls = [e for r in results for e in r.trace if e.model]
+    hits = sum(e.cache_hit for e in calls)
+    tokens = sum(e.prompt_tokens + e.completion_tokens for e in calls)
+    print(f"{len(results)} row(s), {failed} failed; {len(calls)} model call(s), {hits} from cache, "
+          f"{tokens} tokens; {time.perf_counter() - t0:.2f} s", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    from lmpc.runtime.cache import default_cache_dir
+    from lmpc.runtime.trace import TraceLog
+
+    path = Path(args.cache_dir or default_cache_dir()) / "traces.jsonl"
+    events = TraceLog(path).tail(args.n)
+    if not events:
+        print(f"no calls recorded yet in {path}")
+        return 0
+    if args.json:
+        for e in events:
+            print(json.dumps(e, ensure_ascii=False))
+        return 0
+    for e in events:
+        span = e.get("span") or {}
+        loc = f"{span.get('file')}:{span.get('line')}" if span else ""
+        status = "error" if e.get("error") else "ok"
+        print(f"── {e['step']} ({e['kind']}, {loc}) model={e.get('model')} {status} "
+              f"cache={'hit' if e.get('cache_hit') else 'miss'} tokens={e['prompt_tokens']}+{e['completion_tokens']} "
+              f"{e['latency_s'] * 1000:.0f} ms")
+        messages = e.get("messages") or []
+        shown = messages if args.full else messages[-1:]
+        for m in shown:
+            print(f"   {m['role']}: " + m["content"].replace("\n", "\n      "))
+        if e.get("kind") == "call":
+            print(f"   inputs: {json.dumps(e.get('inputs'), ensure_ascii=False)}")
+        if e.get("raw") is not None:
+            print(f"   raw: {e['raw']}")
+        if e.get("error"):
+            print(f"   error: {e['error']}")
+    return 0
 
 
 def add_run_commands(sub: argparse._SubParsersAction) -> None:
-    return None
+    r = sub.add_parser("run", help="run a pipeline on inputs",
+                       description="Compile FILE and run its pipeline on one input (--input NAME=VALUE ...) "
+                                   "or on JSON lines (--input-file). Exit 0: all rows ok; 1: a row failed "
+                                   "or the file has errors; 2: usage error.")
+    r.add_argument("file", metavar="FILE", help=".lmp file")
+    r.add_argument("--input", "-i", action="append", metavar="NAME=VALUE",
+                   help="an input value (repeatable); non-string types are read as JSON")
+    r.add_argument("--input-file", metavar="ROWS.jsonl", help="run every row of a JSON-lines file")
+    r.add_argument("--pipeline", help="which pipeline (default: the one no other pipeline calls)")
+    r.add_argument("--model", metavar="NAME", help="run every step on this declared model")
+    r.add_argument("--json", action="store_true", help="print one JSON line per row")
+    r.add_argument("--no-cache", action="store_true", help="do not read or write the call cache")
+    r.add_argument("--cache-dir", metavar="DIR", help="cache and trace folder (default: $LMPC_CACHE_DIR or ~/.cache/lmpc)")
+    r.set_defaults(func=cmd_run)
+
+    i = sub.add_parser("inspect", help="show the last model calls",
+                       description="Show the last N recorded model calls: step, model, cache, tokens, the input "
+                                   "message, the raw output and any error.")
+    i.add_argument("-n", type=int, default=5, help="how many calls (default 5)")
+    i.add_argument("--full", action="store_true", help="show every message, not just the last")
+    i.add_argument("--json", action="store_true", help="print the raw trace records")
+    i.add_argument("--cache-dir", metavar="DIR", help="cache and trace folder (default: $LMPC_CACHE_DIR or ~/.cache/lmpc)")
+    i.set_defaults(func=cmd_inspect)

@@ -1,1 +1,1 @@
-"""lmpc.runtime."""
+"""lmpc.runtime: models, prompt rendering, typed outputs, scheduling, cache and traces."""

@@ -1,0 +1,105 @@
+"""Program: a runnable pipeline graph. `prog(text=...)`, `prog.batch(rows)`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+import networkx as nx
+
+from lmpc.runtime.cache import CallCache, default_cache_dir
+from lmpc.runtime.errors import LmpcRuntimeError
+from lmpc.runtime.executor import Executor
+from lmpc.runtime.pool import ModelPool
+from lmpc.runtime.trace import TraceEvent, TraceLog
+
+
+@dataclass
+class Result:
+    """One row's outputs (as attributes and items), its trace, and its error if it failed."""
+
+    values: dict[str, Any] | None
+    trace: list[TraceEvent] = field(default_factory=list)
+    error: LmpcRuntimeError | None = None
+    index: int = 0
+
+    def __getattr__(self, name: str) -> Any:
+        values = self.__dict__.get("values")
+        if values is not None and name in values:
+            return values[name]
+        raise AttributeError(name)
+
+    def __getitem__(self, name: str) -> Any:
+        if self.values is None:
+            raise KeyError(name)
+        return self.values[name]
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"outputs": self.values, "error": str(self.error) if self.error else None,
+                "trace_ids": [e.trace_id for e in self.trace]}
+
+
+class Program:
+    """Runs one pipeline graph on its models, with a call cache and traces."""
+
+    def __init__(self, graph: nx.DiGraph, *, base_dir: str | Path | None = None,
+                 cache: CallCache | bool | str | Path = True, trace_log: TraceLog | bool | str | Path = True,
+                 model: str | None = None, max_workers: int = 8):
+        self.graph = graph
+        self.base_dir = Path(base_dir) if base_dir else None
+        if isinstance(cache, CallCache):
+            self.cache = cache
+        elif cache is True or cache is False:
+            self.cache = CallCache(enabled=bool(cache))
+        else:
+            self.cache = CallCache(cache)
+        if trace_log is True:
+            trace_log = TraceLog(default_cache_dir() / "traces.jsonl")
+        elif isinstance(trace_log, (str, Path)):
+            trace_log = TraceLog(trace_log)
+        self.trace_log = trace_log or None
+        models = graph.graph["models"]
+        if model is not None and model not in models:
+            raise LmpcRuntimeError(f"no model named `{model}` (declared: {', '.join(models)})")
+        self.pool = ModelPool(models, self.base_dir)
+        self.executor = Executor(graph, self.pool, self.cache, self.trace_log, self.base_dir,
+                                 model_override=model, max_workers=max_workers)
+
+    @property
+    def name(self) -> str:
+        return self.graph.graph["name"]
+
+    @property
+    def input_fields(self) -> dict[str, dict]:
+        return self.graph.graph["inputs"]
+
+    @property
+    def output_fields(self) -> dict[str, dict]:
+        return self.graph.graph["outputs"]
+
+    def __call__(self, **inputs: Any) -> Result:
+        result = self.batch([inputs])[0]
+        if result.error is not None:
+            raise result.error
+        return result
+
+    def batch(self, rows: Iterable[dict[str, Any]], sample: int = 0) -> list[Result]:
+        """Run many rows; a failing row records its error and the others go on."""
+        states = self.executor.run(list(rows), sample=sample)
+        return [Result(st.outputs, st.trace, st.error, st.index) for st in states]
+
+    def close(self) -> None:
+        self.executor.close()
+        self.pool.close()
+        self.cache.close()
+
+    def __enter__(self) -> "Program":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
