@@ -6,6 +6,8 @@ import json
 from typing import Any
 
 import jsonschema
+import jsonschema.exceptions
+import jsonschema.validators
 
 from lmpc.compiler.builtins import BUILTINS
 
@@ -29,14 +31,28 @@ def get_path(value: Any, path: list[str]) -> Any:
     return value
 
 
+_validators: dict[str, Any] = {}
+
+
+def _validator(schema: dict) -> Any:
+    # jsonschema.validate() re-checks the schema itself on every call, which costs more than
+    # the validation: build one validator per distinct schema (schemas come from the IR).
+    key = json.dumps(schema, sort_keys=True)
+    v = _validators.get(key)
+    if v is None:
+        cls = jsonschema.validators.validator_for(schema)
+        cls.check_schema(schema)
+        v = _validators[key] = cls(schema)
+    return v
+
+
 def validation_error(value: Any, schema: dict) -> str | None:
     """None when `value` fits `schema`, else a one-line reason."""
-    try:
-        jsonschema.validate(value, schema)
-    except jsonschema.ValidationError as e:
-        where = "/".join(str(p) for p in e.absolute_path)
-        return f"{where + ': ' if where else ''}{e.message}"
-    return None
+    error = jsonschema.exceptions.best_match(_validator(schema).iter_errors(value))
+    if error is None:
+        return None
+    where = "/".join(str(p) for p in error.absolute_path)
+    return f"{where + ': ' if where else ''}{error.message}"
 
 
 def coerce_text(text: str, schema: dict) -> Any:

@@ -1,0 +1,99 @@
+"""lmpc's runtime overhead over raw llama-cpp-python, and cached-call throughput.
+
+The same 100 prompts (VADER tweets from examples/sentiment, the sentiment classifier's
+rendered messages and output grammar) go through
+  raw:  llama_cpp.Llama.create_chat_completion in a plain loop, and
+  lmpc: Program.batch (scheduler, prompt rendering, JSON validation, traces), cache off;
+then a cache-filled Program.batch measures calls/s served from the cache.
+
+    .venv/bin/python bench/runtime/bench_runtime.py [--n 100] [--repeats 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+from llama_cpp import Llama, LlamaGrammar
+
+import lmpc
+from lmpc.runtime.cache import CallCache
+from lmpc.runtime.models.local import schema_to_gbnf
+from lmpc.runtime.models.resolve import resolve_builtin
+from lmpc.runtime.prompt import output_schema, render_messages
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLE = ROOT / "examples" / "sentiment" / "sentiment.lmp"
+
+
+def load_texts(n: int) -> list[str]:
+    rows = []
+    for split in ("dev", "test", "train"):
+        for line in (ROOT / "examples" / "sentiment" / "data" / f"{split}.jsonl").read_text().splitlines():
+            rows.append(json.loads(line)["text"])
+    return rows[:n]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--n", type=int, default=100)
+    ap.add_argument("--repeats", type=int, default=2)
+    args = ap.parse_args()
+    texts = load_texts(args.n)
+    rows = [{"text": t} for t in texts]
+
+    prog = lmpc.compile_file(EXAMPLE, cache=False, trace_log=False)
+    node = prog.graph.nodes["s"]
+    schema = output_schema(node)
+    model = prog.pool.get("local")
+    opts = prog.pool.options("local")
+
+    llm = Llama(model_path=str(resolve_builtin("smollm2-135m")), n_ctx=model.n_ctx, n_threads=model.n_threads,
+                n_threads_batch=model.n_threads, seed=0, verbose=False)
+    grammar = LlamaGrammar.from_string(schema_to_gbnf(schema), verbose=False)
+    max_tokens = int(opts.get("max_tokens", 256))
+
+    def raw_pass() -> list[str]:
+        out = []
+        for t in texts:
+            r = llm.create_chat_completion(messages=render_messages(node, {"text": t}), grammar=grammar,
+                                           max_tokens=max_tokens, temperature=0.0, seed=0, repeat_penalty=1.0)
+            out.append(json.loads(r["choices"][0]["message"]["content"])["label"])
+        return out
+
+    def lmpc_pass() -> list[str]:
+        return [r.label for r in prog.batch(rows)]
+
+    raw_pass(), lmpc_pass()  # warm both: model load, grammar build, page cache
+    raw_times, lmpc_times = [], []
+    for _ in range(args.repeats):
+        t0 = time.perf_counter(); raw_labels = raw_pass(); raw_times.append(time.perf_counter() - t0)
+        t0 = time.perf_counter(); lmpc_labels = lmpc_pass(); lmpc_times.append(time.perf_counter() - t0)
+    agree = sum(a == b for a, b in zip(raw_labels, lmpc_labels))
+    prog.close()
+
+    with tempfile.TemporaryDirectory() as d:
+        cached = lmpc.compile_file(EXAMPLE, cache=CallCache(Path(d) / "c.sqlite"), trace_log=False)
+        cached.batch(rows)  # fill
+        t0 = time.perf_counter(); cached.batch(rows); hit_s = time.perf_counter() - t0
+        hits = cached.cache.stats.hits
+        cached.close()
+
+    raw, ours = statistics.median(raw_times), statistics.median(lmpc_times)
+    print(f"machine: {platform.machine()}, {platform.python_version()}, llama-cpp-python "
+          f"{__import__('llama_cpp').__version__}, n={len(texts)}, repeats={args.repeats}")
+    print("| measure | value |\n|---|---|")
+    print(f"| raw llama-cpp-python, {len(texts)} prompts | {raw:.2f} s ({raw_times}) |")
+    print(f"| lmpc Program.batch, cache off | {ours:.2f} s ({lmpc_times}) |")
+    print(f"| lmpc overhead | {100 * (ours - raw) / raw:+.1f} % |")
+    print(f"| same labels raw vs lmpc | {agree}/{len(texts)} |")
+    print(f"| cached re-run | {hits} hits in {hit_s:.3f} s = {len(texts) / hit_s:.0f} calls/s |")
+
+
+if __name__ == "__main__":
+    main()
