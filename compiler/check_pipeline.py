@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import re
 
 import networkx as nx
@@ -109,6 +110,9 @@ class _Exprs:
 
     def __init__(self, ctx: Context, info: PipelineInfo, steps: dict[str, ast.Step]):
         self.ctx, self.info, self.steps = ctx, info, steps
+        # names that an undefined name is a near miss of: counted as read, so that a typo is
+        # not also reported as an unused input or step
+        self.near_misses: set[str] = set()
 
     def type_of(self, e: ast.Expr, deps: set[str]) -> Type:
         ctx = self.ctx
@@ -122,8 +126,9 @@ class _Exprs:
                 ctx.report("missing-field-access", e.span, f"`{e.name}` is a step; use one of its fields",
                            f"e.g. `{e.name}.{next(iter(outs))}`" if outs else None)
                 return ANY
-            ctx.report("undefined-name", e.span, f"`{e.name}` is not defined",
-                       did_you_mean(e.name, list(self.info.inputs) + list(self.steps)))
+            known = list(self.info.inputs) + list(self.steps)
+            ctx.report("undefined-name", e.span, f"`{e.name}` is not defined", did_you_mean(e.name, known))
+            self.near_misses.update(difflib.get_close_matches(e.name, sorted(set(known)), n=1, cutoff=0.6))
             return ANY
         if isinstance(e, ast.Attr):
             if isinstance(e.value, ast.Name) and e.value.name in self.steps and e.value.name not in self.info.inputs:
@@ -137,7 +142,8 @@ class _Exprs:
                     return ANY
                 return outs[e.attr]
             base = self.type_of(e.value, deps)
-            if isinstance(base, OptT):
+            optional = isinstance(base, OptT)
+            if optional:
                 base = base.inner
             if isinstance(base, AnyT):
                 return ANY
@@ -149,7 +155,9 @@ class _Exprs:
                 ctx.report("unknown-field", e.attr_span, f"type {describe(base)} has no field `{e.attr}`",
                            _fields_hint(fields))
                 return ANY
-            return fields[e.attr]
+            t = fields[e.attr]
+            # A field of an optional object is null when the object is.
+            return OptT(t) if optional and not isinstance(t, OptT) else t
         if isinstance(e, ast.Literal):
             v = e.value
             if isinstance(v, bool):
@@ -207,6 +215,7 @@ def _check_body(ctx: Context, info: PipelineInfo) -> None:
         deps[s.name] = set()
         ins = info.step_inputs.get(s.name)
         given: set[str] = set()
+        misspelt: set[str] = set()  # inputs that an unknown argument is a near miss of
         for kw in s.args:
             if kw.name in given:
                 ctx.report("duplicate-argument", kw.name_span, f"argument `{kw.name}` is passed twice")
@@ -218,6 +227,8 @@ def _check_body(ctx: Context, info: PipelineInfo) -> None:
             if kw.name not in ins:
                 ctx.report("unknown-argument", kw.name_span, f"`{s.target}` has no input `{kw.name}`",
                            _close_or_available(kw.name, ins))
+                # A misspelt argument is one mistake: do not also report the input as missing.
+                misspelt.update(difflib.get_close_matches(kw.name, sorted(ins), n=1, cutoff=0.6))
                 continue
             why = assignable(t, ins[kw.name])
             if why is not None:
@@ -225,7 +236,7 @@ def _check_body(ctx: Context, info: PipelineInfo) -> None:
                            f"input `{kw.name}` of `{s.target}` is {describe(ins[kw.name])}, but this is {describe(t)}",
                            why)
         for name, t in (ins or {}).items():
-            if name not in given and not isinstance(t, OptT):
+            if name not in given and name not in misspelt and not isinstance(t, OptT):
                 ctx.report("missing-argument", s.target_span, f"step `{s.name}` does not pass input `{name}` ({describe(t)})",
                            f"add `{name}: ...` to the call")
         if s.using is not None and s.module != "call" and s.using not in ctx.models:
@@ -261,7 +272,7 @@ def _check_body(ctx: Context, info: PipelineInfo) -> None:
                            f"add `{name}: ...` to the return")
 
     # What reaches a return: everything else is unused.
-    reached, todo = set(), list(ret_deps)
+    reached, todo = set(), list(ret_deps | exprs.near_misses)
     while todo:
         n = todo.pop()
         if n not in reached:
@@ -272,7 +283,7 @@ def _check_body(ctx: Context, info: PipelineInfo) -> None:
             if s.name not in reached:
                 ctx.report("unused-step", s.name_span, f"the result of step `{s.name}` is never used",
                            "it is removed from the graph; return one of its fields or delete it")
-    read = set().union(*deps.values()) | ret_deps if deps else ret_deps
+    read = set().union(*deps.values(), ret_deps, exprs.near_misses)
     for p in decl.inputs:
         if p.name not in read:
             ctx.report("unused-input", p.span, f"input `{p.name}` of `{info.name}` is never read")

@@ -51,6 +51,7 @@ CODES: dict[str, tuple[str, str]] = {
     "missing-arrow": (ERROR, "a signature or pipeline has no `->` between inputs and outputs"),
     "trailing-comma": (ERROR, "a comma directly before a closing bracket"),
     "missing-colon": (ERROR, "a field name followed by a type without `:` between them"),
+    "bad-escape": (ERROR, "a string literal has a backslash escape that does not decode"),
     # names
     "duplicate-name": (ERROR, "two top-level declarations share a name"),
     "duplicate-field": (ERROR, "a signature, object type or pipeline repeats a field name"),

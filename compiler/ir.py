@@ -62,11 +62,15 @@ def value_schema(g: nx.DiGraph, ref: dict) -> dict:
             return {}
         schema = node["outputs"][path.pop(0)]["schema"]
     t = from_schema(schema)
+    optional = False
     for name in path:
+        optional = optional or isinstance(t, OptT)
         t = t.inner if isinstance(t, OptT) else t
         t = dict(t.fields).get(name) if isinstance(t, ObjT) else None
         if t is None:
             return {}
+    if optional and not isinstance(t, OptT):
+        t = OptT(t)  # a field of an optional object is null when the object is
     from lmpc.compiler.types import to_schema
 
     return to_schema(t)

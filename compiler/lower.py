@@ -70,7 +70,11 @@ def lower_pipeline(program: CheckedProgram, info: PipelineInfo) -> nx.DiGraph:
         node = {"kind": s.module or "pipeline", "step": s.name, "bindings": bindings,
                 "model": s.using, "span": s.span.to_json()}
         if s.module is None:
-            node.update(pipeline=s.target)
+            # The callee's interface, so refs to this node's fields have a type before inlining.
+            callee = program.pipelines[s.target]
+            node.update(pipeline=s.target,
+                        inputs={n: _field(t) for n, t in callee.inputs.items()},
+                        outputs={n: _field(t) for n, t in callee.outputs.items()})
         else:
             sig = program.signatures[s.target]
             inputs, outputs = _signature_fields(sig, s.module)

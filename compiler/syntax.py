@@ -44,8 +44,9 @@ def parse_module(text: str, file: str) -> ParseResult:
         tree = parser.parse(text)
     except UnexpectedInput:
         return _parse_by_declaration(text, file)
-    decls = AstBuilder(file).transform(tree)
-    return ParseResult(ast.Module(file, text, decls), [], set())
+    builder = AstBuilder(file)
+    decls = builder.transform(tree)
+    return ParseResult(ast.Module(file, text, decls), builder.diagnostics, set())
 
 
 def _parse_by_declaration(text: str, file: str) -> ParseResult:
@@ -53,18 +54,22 @@ def _parse_by_declaration(text: str, file: str) -> ParseResult:
     decls: list = []
     diags: list[Diagnostic] = []
     failed: set[str] = set()
-    for start, end, line in _declaration_chunks(text):
+    chunks = _declaration_chunks(text)
+    for k, (start, end, line) in enumerate(chunks):
         chunk = text[start:end]
         padded = "\n" * (line - 1) + chunk  # keeps line and column numbers true
         try:
             tree = parser.parse(padded)
         except UnexpectedInput as e:
-            diags.append(_diagnose(e, padded, file))
+            next_line = chunks[k + 1][2] if k + 1 < len(chunks) else None
+            diags.append(_diagnose(e, padded, file, next_line))
             m = _DECL_NAME.match(chunk)
             if m:
                 failed.add(m.group(2))
             continue
-        decls.extend(AstBuilder(file).transform(tree))
+        builder = AstBuilder(file)
+        decls.extend(builder.transform(tree))
+        diags.extend(builder.diagnostics)
     return ParseResult(ast.Module(file, text, decls), diags, failed)
 
 
@@ -123,33 +128,48 @@ def _expected(e: UnexpectedInput) -> str:
     return "expected " + (names[0] if len(names) == 1 else "one of: " + ", ".join(names))
 
 
-def _prev_char(text: str, line: int, col: int) -> str:
-    """The last non-blank, non-comment character before (line, col)."""
+def _prev_code(text: str, line: int, col: int) -> str:
+    """The last non-blank line of code before (line, col): comments removed, strings as `"`."""
     lines = text.split("\n")
     head = lines[: line - 1] + [lines[line - 1][: col - 1]] if line <= len(lines) else lines
     for raw in reversed(head):
-        code = re.sub(r'"(?:[^"\\\n]|\\.)*"|#.*', lambda m: "s" if m.group(0)[0] == '"' else "", raw)
+        code = re.sub(r'"(?:[^"\\\n]|\\.)*"|#.*', lambda m: '"' if m.group(0)[0] == '"' else "", raw)
         code = code.rstrip()
         if code:
-            return code[-1]
+            return code
     return ""
 
 
-def _diagnose(e: UnexpectedInput, text: str, file: str) -> Diagnostic:
+def _prev_char(text: str, line: int, col: int) -> str:
+    """The last non-blank, non-comment character before (line, col)."""
+    return _prev_code(text, line, col)[-1:]
+
+
+def _prev_name(text: str, line: int, col: int) -> str | None:
+    """The name token directly before (line, col), if the previous token is a name."""
+    m = re.search(r"(?<![\w.])([A-Za-z_]\w*)$", _prev_code(text, line, col))
+    return m.group(1) if m else None
+
+
+def _diagnose(e: UnexpectedInput, text: str, file: str, next_line: int | None = None) -> Diagnostic:
+    """`text` is one declaration (padded to its place); `next_line`: where the next one starts."""
     if isinstance(e, UnexpectedCharacters):
         span = Span(file, e.line, e.column, e.line, e.column + 1)
         ch = text[e.pos_in_stream] if e.pos_in_stream < len(text) else ""
         if ch == '"':
             return Diagnostic("unterminated-string", span, "this string is not closed on its line",
                               'close it with `"`, or use """triple quotes""" for text over several lines')
-        return Diagnostic("unexpected-character", span, f"unexpected character `{ch}`", _expected(e) or None)
+        hint = 'strings are written in double quotes: "..."' if ch == "'" else _expected(e) or None
+        return Diagnostic("unexpected-character", span, f"unexpected character `{ch}`", hint)
     if isinstance(e, UnexpectedEOF) or (isinstance(e, UnexpectedToken) and e.token.type == "$END"):
         lines = text.rstrip().split("\n")
         line = len(lines)
         col = len(lines[-1]) + 1 if lines else 1
         span = Span(file, line, max(1, col - 1), line, col)
         hint = "a `{` or `(` is not closed" if text.count("{") > text.count("}") or text.count("(") > text.count(")") else _expected(e)
-        return Diagnostic("unexpected-eof", span, "the file ends in the middle of a declaration", hint or None)
+        message = ("the file ends in the middle of a declaration" if next_line is None
+                   else f"this declaration is not finished when the next one starts (line {next_line})")
+        return Diagnostic("unexpected-eof", span, message, hint or None)
     assert isinstance(e, UnexpectedToken)
     tok = e.token
     span = Span(file, tok.line, tok.column, tok.end_line or tok.line, tok.end_column or tok.column + 1)
@@ -157,7 +177,11 @@ def _diagnose(e: UnexpectedInput, text: str, file: str) -> Diagnostic:
     expected = set(e.expected or ())
     if value in (")", "]", "}") and _prev_char(text, tok.line, tok.column) == ",":
         return Diagnostic("trailing-comma", span, f"a comma before `{value}`", "remove the trailing `,`")
-    if "ARROW" in expected and value in ("}", "{"):
+    if "ARROW" in expected and (value in ("}", "{") or expected == {"ARROW"}):
         return Diagnostic("missing-arrow", span, f"expected `->` before `{value}`",
                           "inputs and outputs are separated by `->`, e.g. `question -> answer`")
+    prev = _prev_name(text, tok.line, tok.column)
+    if "COLON" in expected and prev is not None and tok.type in ("NAME", "STRING", "SIGNED_NUMBER"):
+        return Diagnostic("missing-colon", span, f"expected `:` between `{prev}` and `{value}`",
+                          f"did you mean `{prev}: {value}`?")
     return Diagnostic("syntax-error", span, f"unexpected `{value}`", _expected(e) or None)

@@ -82,7 +82,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.input_file:
         if args.input:
             raise _usage_error("give either --input or --input-file, not both")
-        rows = read_rows(args.input_file)
+        # Data files carry more than inputs (gold labels, ids): take the input columns.
+        rows = [{k: v for k, v in row.items() if k in prog.input_fields} for row in read_rows(args.input_file)]
     else:
         rows = [parse_inputs(args.input or [], prog.input_fields)]
     t0 = time.perf_counter()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 import networkx as nx
@@ -15,6 +15,7 @@ from lmpc.compiler.passes.prune import prune_unused
 @dataclass
 class PassContext:
     raw: dict[str, nx.DiGraph]  # every pipeline lowered, before passes (for inlining)
+    inlined: dict[str, nx.DiGraph] = field(default_factory=dict)  # callees already inlined
 
 
 Pass = Callable[[nx.DiGraph, PassContext], nx.DiGraph]

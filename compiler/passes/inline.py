@@ -12,7 +12,7 @@ import copy
 
 import networkx as nx
 
-from lmpc.compiler.ir import map_refs, rebuild_edges
+from lmpc.compiler.ir import map_refs, rebuild_edges, refs
 
 
 def _extend(expr: dict, rest: list[str]) -> dict:
@@ -20,18 +20,26 @@ def _extend(expr: dict, rest: list[str]) -> dict:
         return expr
     if "ref" in expr:
         return {"ref": expr["ref"], "path": expr["path"] + rest}
+    if expr.get("lit", ...) is None:
+        return expr  # a field of an optional input that was not passed (or passed null) is null
     raise AssertionError("field access into a computed value is rejected by the checker")
 
 
-def _inlined(raw: dict[str, nx.DiGraph], pipeline: str, ctx) -> nx.DiGraph:
-    return inline_calls(raw[pipeline].copy(), ctx)
+def _inlined(pipeline: str, ctx) -> nx.DiGraph:
+    """`pipeline` with its own calls inlined; computed once per pass run and then only read."""
+    if pipeline not in ctx.inlined:
+        ctx.inlined[pipeline] = inline_calls(ctx.raw[pipeline].copy(), ctx)
+    return ctx.inlined[pipeline]
 
 
 def inline_calls(g: nx.DiGraph, ctx) -> nx.DiGraph:
     calls = [n for n, d in g.nodes(data=True) if d["kind"] == "pipeline"]
+    if not calls:
+        return g
+    returns_of: dict[str, dict[str, dict]] = {}  # call node -> output name -> returned expression
     for call in calls:
         node = g.nodes[call]
-        callee = _inlined(ctx.raw, node["pipeline"], ctx)
+        callee = _inlined(node["pipeline"], ctx)
         args = node["bindings"]
 
         def rename(ref: dict) -> dict:
@@ -49,22 +57,26 @@ def inline_calls(g: nx.DiGraph, ctx) -> nx.DiGraph:
             if data["kind"] == "output":
                 returns[data["name"]] = bindings["value"]
                 continue
-            new = copy.deepcopy(data)
+            new = copy.deepcopy({k: v for k, v in data.items() if k != "bindings"})
             new["bindings"] = bindings
             new["step"] = f"{call}/{data['step']}"
             if new.get("model") is None and new["kind"] != "call":
                 new["model"] = node.get("model")  # `using` on a call applies inside it
             g.add_node(f"{call}/{nid}", **new)
+        returns_of[call] = returns
+    g.remove_nodes_from(calls)
 
-        def through(ref: dict) -> dict:
-            if ref["ref"] == call:
-                return _extend(copy.deepcopy(returns[ref["path"][0]]), ref["path"][1:])
+    def through(ref: dict) -> dict:
+        returns = returns_of.get(ref["ref"])
+        if returns is None:
             return ref
+        # A returned expression may read another call's outputs (through the call's arguments).
+        return map_refs(_extend(copy.deepcopy(returns[ref["path"][0]]), ref["path"][1:]), through)
 
-        g.remove_node(call)
-        for nid in list(g.nodes):
-            b = g.nodes[nid].get("bindings")
-            if b:
-                g.nodes[nid]["bindings"] = {a: map_refs(e, through) for a, e in b.items()}
+    # One pass over the graph for all calls (not one per call: that was quadratic).
+    for _, data in g.nodes(data=True):
+        b = data.get("bindings")
+        if b and any(r["ref"] in returns_of for e in b.values() for r in refs(e)):
+            data["bindings"] = {a: map_refs(e, through) for a, e in b.items()}
     rebuild_edges(g)
     return g
