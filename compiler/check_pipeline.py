@@ -170,7 +170,13 @@ class _Exprs:
                 return EnumT((v,))
             return NullT()
         if isinstance(e, ast.ListExpr):
-            return ListT(join([self.type_of(i, deps) for i in e.items]))
+            items = [self.type_of(i, deps) for i in e.items]
+            item = join(items)
+            if isinstance(item, AnyT) and not any(isinstance(t, AnyT) for t in items):
+                kinds = ", ".join(dict.fromkeys(describe(t) for t in items))
+                ctx.report("type-mismatch", e.span, f"the items of this list have different types ({kinds})",
+                           "a list holds values of one type; convert with str(...) where needed")
+            return ListT(item)
         if isinstance(e, ast.Call):
             arg_types = [self.type_of(a, deps) for a in e.args]
             b = BUILTINS.get(e.func)
@@ -278,7 +284,7 @@ def _check_body(ctx: Context, info: PipelineInfo) -> None:
         if n not in reached:
             reached.add(n)
             todo.extend(deps.get(n, ()))
-    if decl.ret is not None:
+    if decl.ret is not None or not info.outputs:  # a pipeline with no outputs prunes every step
         for s in steps.values():
             if s.name not in reached:
                 ctx.report("unused-step", s.name_span, f"the result of step `{s.name}` is never used",

@@ -76,4 +76,7 @@ class CheckedProgram:
     def entry_pipelines(self) -> list[str]:
         """Pipelines no other pipeline calls: the candidates to run."""
         called = set().union(*(p.calls for p in self.pipelines.values())) if self.pipelines else set()
-        return [n for n in self.pipelines if n not in called]
+        # A pipeline used as an optimize metric (an LM judge) is not a program to run.
+        judges = {o.settings.get("metric", {}).get("name") for o in self.optimize.values()
+                  if o.settings.get("metric", {}).get("kind") == "pipeline"}
+        return [n for n in self.pipelines if n not in called and n not in judges]

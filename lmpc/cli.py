@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -139,6 +140,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("lmpc: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `lmpc ... | head`: the reader left; not an error of ours
+        # Point stdout at devnull so the interpreter's final flush does not fail again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
 
 
 if __name__ == "__main__":

