@@ -11,7 +11,7 @@ from lmpc.compiler.check import check_module
 from lmpc.compiler.checked import CheckedProgram
 from lmpc.compiler.diagnostics import CompileError, Diagnostic, sort_key
 from lmpc.compiler.lower import lower_program
-from lmpc.compiler.syntax import parse_module
+from lmpc.compiler.syntax import parse_module, too_deep
 
 
 @contextlib.contextmanager
@@ -35,7 +35,10 @@ def gc_paused() -> Iterator[None]:
 def analyze(text: str, file: str = "<string>") -> tuple[CheckedProgram | None, list[Diagnostic]]:
     """Parse, check and (when error-free) lower. Never raises for a mistake in `text`."""
     with gc_paused():
-        return _analyze(text, file)
+        try:
+            return _analyze(text, file)
+        except RecursionError:  # absurd nesting, or a chain of thousands of types or calls
+            return None, [too_deep(text, file)]
 
 
 def _analyze(text: str, file: str) -> tuple[CheckedProgram | None, list[Diagnostic]]:
@@ -63,3 +66,31 @@ def read_source(path: str | Path) -> str:
 
 def compile_file(path: str | Path) -> CheckedProgram:
     return compile_source(read_source(path), str(path))
+
+
+def metric_from_text(text: str, program: CheckedProgram, pipeline: str) -> dict:
+    """Check a metric written on the command line (`--metric exact_match(label)`)."""
+    from lark.exceptions import UnexpectedInput
+
+    from lmpc.compiler import ast
+    from lmpc.compiler.build_ast import AstBuilder
+    from lmpc.compiler.check import Context
+    from lmpc.compiler.diagnostics import Span
+    from lmpc.compiler.optimize_spec import check_metric
+    from lmpc.grammar import parse_expr
+
+    file = "--metric"
+    try:
+        expr = AstBuilder(file).transform(parse_expr(text))
+    except UnexpectedInput as e:
+        col = getattr(e, "column", 1) or 1
+        raise CompileError([Diagnostic("syntax-error", Span(file, 1, col, 1, col + 1),
+                                       f"cannot read the metric `{text}`",
+                                       'e.g. exact_match(label), numeric_match(answer, tolerance: 0.5), '
+                                       '"metrics.py:score"')], {file: text}) from None
+    ctx = Context(ast.Module(file, text), set())
+    ctx.pipeline_decls = {n: p.decl for n, p in program.pipelines.items()}
+    metric = check_metric(ctx, expr, program.pipelines[pipeline])
+    if metric is None or ctx.diagnostics:
+        raise CompileError(ctx.diagnostics, {file: text})
+    return metric

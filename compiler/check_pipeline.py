@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import difflib
-import re
 
 import networkx as nx
 
@@ -12,6 +11,7 @@ from lmpc.compiler.builtins import BUILTINS
 from lmpc.compiler.check import Context
 from lmpc.compiler.checked import PipelineInfo
 from lmpc.compiler.diagnostics import did_you_mean
+from lmpc.compiler.optimize_spec import FUNCTION_REF
 from lmpc.compiler.types import (
     ANY, BOOL, FLOAT, INT, STR, AnyT, EnumT, ListT, NullT, ObjT, OptT, Type, assignable, describe, join,
 )
@@ -23,7 +23,6 @@ MODULES = {
     "call": "a Python function that the file names explicitly",
 }
 REASONING = "reasoning"
-FUNCTION_REF = re.compile(r"^[\w./-]+\.py:[A-Za-z_]\w*$")
 
 
 def check_pipelines(ctx: Context) -> None:

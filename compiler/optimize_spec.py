@@ -5,6 +5,7 @@ The compiler checks names and arguments here; the runtime and optimizers impleme
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING, Any
 
 from lmpc.compiler import ast
@@ -14,6 +15,7 @@ if TYPE_CHECKING:
     from lmpc.compiler.check import Context
     from lmpc.compiler.checked import PipelineInfo
 
+FUNCTION_REF = re.compile(r"^[\w./-]+\.py:[A-Za-z_]\w*$")
 ENTRIES = ("train", "dev", "metric", "strategy", "seed", "max_calls")
 
 # metric name -> keyword options it takes. Positional arguments name pipeline outputs.
@@ -69,6 +71,30 @@ def _call_parts(ctx: "Context", e: ast.Expr, kind: str, known: dict[str, tuple[s
     return {"name": name, "args": args, "options": options, "span": span}
 
 
+def check_metric(ctx: "Context", value: ast.Expr, pipeline: "PipelineInfo") -> dict[str, Any] | None:
+    """A metric: a builtin (`exact_match(label)`), a judge pipeline, or "file.py:function"."""
+    if isinstance(value, ast.Literal) and isinstance(value.value, str):
+        if not FUNCTION_REF.match(value.value):
+            ctx.report("bad-function-ref", value.span, f'"{value.value}" is not a `file.py:function` reference',
+                       'e.g. `metric "metrics.py:score"` (the path is relative to the .lmp file)')
+            return None
+        return {"name": value.value, "kind": "python", "fields": [], "options": {}}
+    parts = _call_parts(ctx, value, "metric", METRICS, extra=tuple(ctx.pipeline_decls))
+    if parts is None:
+        return None
+    fields = []
+    for arg in parts["args"]:
+        if not isinstance(arg, ast.Name):
+            ctx.report("bad-optimize-option", arg.span, "a metric's arguments name pipeline outputs")
+        elif arg.name not in pipeline.outputs:
+            ctx.report("unknown-field", arg.span, f"pipeline `{pipeline.name}` has no output `{arg.name}`",
+                       did_you_mean(arg.name, pipeline.outputs))
+        else:
+            fields.append(arg.name)
+    kind = "pipeline" if parts["name"] in ctx.pipeline_decls else "builtin"
+    return {"name": parts["name"], "kind": kind, "fields": fields, "options": parts["options"]}
+
+
 def check_optimize(ctx: "Context", decl: ast.OptimizeDecl, pipeline: "PipelineInfo") -> dict[str, Any]:
     settings: dict[str, Any] = {}
     for entry in decl.entries:
@@ -95,21 +121,9 @@ def check_optimize(ctx: "Context", decl: ast.OptimizeDecl, pipeline: "PipelineIn
                 continue
             settings[entry.key] = value.value
         elif entry.key == "metric":
-            parts = _call_parts(ctx, value, "metric", METRICS, extra=tuple(ctx.pipeline_decls))
-            if parts is None:
-                continue
-            fields = []
-            for arg in parts["args"]:
-                if not isinstance(arg, ast.Name):
-                    ctx.report("bad-optimize-option", arg.span, "a metric's arguments name pipeline outputs")
-                elif arg.name not in pipeline.outputs:
-                    ctx.report("unknown-field", arg.span, f"pipeline `{pipeline.name}` has no output `{arg.name}`",
-                               did_you_mean(arg.name, pipeline.outputs))
-                else:
-                    fields.append(arg.name)
-            kind = "pipeline" if parts["name"] in ctx.pipeline_decls else "builtin"
-            settings["metric"] = {"name": parts["name"], "kind": kind, "fields": fields,
-                                  "options": parts["options"]}
+            metric = check_metric(ctx, value, pipeline)
+            if metric is not None:
+                settings["metric"] = metric
         else:  # strategy
             chain = []
             for v in entry.values:

@@ -41,7 +41,7 @@ class ParseResult:
 def parse_module(text: str, file: str) -> ParseResult:
     parser = get_parser()
     try:
-        tree = parser.parse(text)
+        tree = parser.parse(text, start="start")
     except UnexpectedInput:
         return _parse_by_declaration(text, file)
     builder = AstBuilder(file)
@@ -59,7 +59,7 @@ def _parse_by_declaration(text: str, file: str) -> ParseResult:
         chunk = text[start:end]
         padded = "\n" * (line - 1) + chunk  # keeps line and column numbers true
         try:
-            tree = parser.parse(padded)
+            tree = parser.parse(padded, start="start")
         except UnexpectedInput as e:
             next_line = chunks[k + 1][2] if k + 1 < len(chunks) else None
             diags.append(_diagnose(e, padded, file, next_line))
@@ -185,3 +185,50 @@ def _diagnose(e: UnexpectedInput, text: str, file: str, next_line: int | None = 
         return Diagnostic("missing-colon", span, f"expected `:` between `{prev}` and `{value}`",
                           f"did you mean `{prev}: {value}`?")
     return Diagnostic("syntax-error", span, f"unexpected `{value}`", _expected(e) or None)
+
+
+def too_deep(text: str, file: str) -> Diagnostic:
+    """The diagnostic for a file that nests deeper than the compiler's recursion allows.
+
+    Like CPython's "too many nested parentheses", this is reported as a syntax error: at the
+    deepest bracket when brackets are what nests, else at the top of the file (a long chain of
+    types, or of pipelines calling the next one).
+    """
+    depth, deepest, at = 0, 0, (1, 1)
+    line, col, i, n = 1, 1, 0, len(text)
+    while i < n:
+        ch = text[i]
+        if ch == "#":
+            j = text.find("\n", i)
+            j = n if j < 0 else j
+            col += j - i
+            i = j
+            continue
+        if ch == '"':  # skip a string (single- or triple-quoted)
+            m = re.compile(r'"""(?:[^"\\]|\\.|"(?!""))*"""|"(?:[^"\\\n]|\\.)*"', re.S).match(text, i)
+            if m:
+                body = m.group(0)
+                if "\n" in body:
+                    line += body.count("\n")
+                    col = len(body) - body.rfind("\n")
+                else:
+                    col += len(body)
+                i = m.end()
+                continue
+        if ch in "([{":
+            depth += 1
+            if depth > deepest:
+                deepest, at = depth, (line, col)
+        elif ch in ")]}":
+            depth = max(0, depth - 1)
+        if ch == "\n":
+            line, col = line + 1, 1
+        else:
+            col += 1
+        i += 1
+    if deepest > 50:
+        return Diagnostic("syntax-error", Span(file, at[0], at[1], at[0], at[1] + 1),
+                          f"too many nested brackets ({deepest} levels)",
+                          "name the inner parts: a `type` for a nested type, a step for a nested value")
+    return Diagnostic("syntax-error", Span(file, 1, 1, 1, 2), "the declarations of this file nest too deeply",
+                      "a chain of types (or of pipelines calling the next one) is too long for the compiler")

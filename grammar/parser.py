@@ -18,9 +18,15 @@ def get_parser() -> Lark:
         lexer="contextual",
         propagate_positions=True,
         maybe_placeholders=True,
+        start=["start", "expr"],  # `expr` parses command-line values such as --metric
     )
 
 
 def parse(text: str) -> Tree:
     """Parse `text`; raises lark's UnexpectedInput on a syntax error."""
-    return get_parser().parse(text)
+    return get_parser().parse(text, start="start")
+
+
+def parse_expr(text: str) -> Tree:
+    """Parse one expression (e.g. `exact_match(label)`)."""
+    return get_parser().parse(text, start="expr")

@@ -18,6 +18,7 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "compile_file": "lmpc.api",
     "compile_source": "lmpc.api",
+    "evaluate": "lmpc.api",
     "CheckedProgram": "lmpc.compiler",
     "CompileError": "lmpc.compiler",
     "Diagnostic": "lmpc.compiler",

@@ -44,3 +44,72 @@ def compile_file(path: str | Path, pipeline: str | None = None, **options: Any) 
     """
     path = Path(path)
     return compile_source(path.read_text(encoding="utf-8"), str(path), pipeline, base_dir=path.parent, **options)
+
+
+def _pipeline_metric_judge(prog: Program, name: str):
+    """A Program for a judge pipeline, sharing the evaluated program's cache."""
+    checked = getattr(prog, "checked", None)
+    if checked is None or name not in checked.graphs:
+        raise LmpcRuntimeError(f"the judge pipeline `{name}` is not part of this program")
+    judge = Program(checked.graphs[name], base_dir=prog.base_dir, cache=prog.cache, trace_log=prog.trace_log)
+
+    def run(inputs: dict[str, Any]) -> dict[str, Any]:
+        return judge(**inputs).values
+
+    return judge, run
+
+
+def resolve_metric(prog: Program, metric: Any = None):
+    """A metric callable from: None (the optimize block's), text like "exact_match(label)" or
+    "metrics.py:fn", a spec dict, or a callable (example, prediction) -> score."""
+    from lmpc.compiler.api import metric_from_text
+    from lmpc.runtime.metrics import make_metric
+
+    if callable(metric):
+        return metric
+    checked = getattr(prog, "checked", None)
+    if metric is None:
+        opt = checked.optimize.get(prog.name) if checked is not None else None
+        metric = opt.settings.get("metric") if opt is not None else None
+        if metric is None:
+            raise LmpcRuntimeError(f"no metric: pass one (e.g. --metric \"exact_match({next(iter(prog.output_fields))})\")"
+                                   f" or add `metric ...` to an optimize block for `{prog.name}`")
+    if isinstance(metric, str):
+        if checked is None:
+            raise LmpcRuntimeError("a metric given as text needs a program compiled from a .lmp file")
+        metric = metric_from_text(metric, checked, prog.name)
+    judge = judge_inputs = None
+    if metric["kind"] == "pipeline":
+        judge_prog, judge = _pipeline_metric_judge(prog, metric["name"])
+        judge_inputs = set(judge_prog.input_fields)
+    return make_metric(metric, base_dir=prog.base_dir, judge=judge, judge_inputs=judge_inputs)
+
+
+def load_data(prog: Program, data: Any, *, mapping: dict[str, str] | None = None, skip_bad_rows: bool = False,
+              limit: int | None = None):
+    """Examples from a path (JSONL/JSON/CSV/TSV/hf://), a list of dicts, or a list of Examples."""
+    from lmpc.runtime.data import Example, load_examples
+
+    if isinstance(data, (str, Path)):
+        examples, _ = load_examples(data, prog.input_fields, prog.output_fields, mapping=mapping,
+                                    skip_bad_rows=skip_bad_rows, limit=limit)
+        return examples
+    out = []
+    for i, item in enumerate(data):
+        if isinstance(item, Example):
+            out.append(item)
+        else:
+            inputs = {k: v for k, v in item.items() if k in prog.input_fields}
+            gold = {k: v for k, v in item.items() if k in prog.output_fields}
+            out.append(Example(inputs, gold, f"row {i}", dict(item)))
+    return out[:limit] if limit else out
+
+
+def evaluate(program: Program, data: Any, metric: Any = None, **options: Any):
+    """Score `program` on `data` (see load_data) with `metric` (see resolve_metric).
+
+    options: max_errors, chunk_size, progress, sample, on_result. Returns an EvalReport.
+    """
+    from lmpc.runtime.evaluate import evaluate as run_evaluation
+
+    return run_evaluation(program, load_data(program, data), resolve_metric(program, metric), **options)

@@ -50,7 +50,7 @@ def read_rows(path: str) -> list[dict[str, Any]]:
     return rows
 
 
-def _open_program(args: argparse.Namespace):
+def open_program(args: argparse.Namespace):
     from lmpc.api import choose_pipeline
     from lmpc.cli import load_program
     from lmpc.runtime.cache import CallCache, default_cache_dir
@@ -67,16 +67,27 @@ def _open_program(args: argparse.Namespace):
     cache_dir = Path(args.cache_dir) if args.cache_dir else default_cache_dir()
     cache = CallCache(cache_dir / "calls.sqlite", enabled=not args.no_cache)
     try:
-        return Program(checked.graphs[name], base_dir=Path(args.file).parent, cache=cache,
+        prog = Program(checked.graphs[name], base_dir=Path(args.file).parent, cache=cache,
                        trace_log=cache_dir / "traces.jsonl", model=args.model)
     except LmpcRuntimeError as e:
         raise _usage_error(str(e)) from None
+    prog.checked = checked
+    return prog
+
+
+def add_program_options(p: argparse.ArgumentParser) -> None:
+    """Options shared by the commands that run a program."""
+    p.add_argument("--pipeline", help="which pipeline (default: the one no other pipeline calls)")
+    p.add_argument("--model", metavar="NAME", help="run every step on this declared model")
+    p.add_argument("--no-cache", action="store_true", help="do not read or write the call cache")
+    p.add_argument("--cache-dir", metavar="DIR",
+                   help="cache and trace folder (default: $LMPC_CACHE_DIR or ~/.cache/lmpc)")
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     from lmpc.runtime.errors import LmpcRuntimeError
 
-    prog = _open_program(args)
+    prog = open_program(args)
     if prog is None:
         return 1
     if args.input_file:
@@ -158,11 +169,8 @@ def add_run_commands(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--input", "-i", action="append", metavar="NAME=VALUE",
                    help="an input value (repeatable); non-string types are read as JSON")
     r.add_argument("--input-file", metavar="ROWS.jsonl", help="run every row of a JSON-lines file")
-    r.add_argument("--pipeline", help="which pipeline (default: the one no other pipeline calls)")
-    r.add_argument("--model", metavar="NAME", help="run every step on this declared model")
     r.add_argument("--json", action="store_true", help="print one JSON line per row")
-    r.add_argument("--no-cache", action="store_true", help="do not read or write the call cache")
-    r.add_argument("--cache-dir", metavar="DIR", help="cache and trace folder (default: $LMPC_CACHE_DIR or ~/.cache/lmpc)")
+    add_program_options(r)
     r.set_defaults(func=cmd_run)
 
     i = sub.add_parser("inspect", help="show the last model calls",
@@ -173,3 +181,7 @@ def add_run_commands(sub: argparse._SubParsersAction) -> None:
     i.add_argument("--json", action="store_true", help="print the raw trace records")
     i.add_argument("--cache-dir", metavar="DIR", help="cache and trace folder (default: $LMPC_CACHE_DIR or ~/.cache/lmpc)")
     i.set_defaults(func=cmd_inspect)
+
+    from lmpc.cli_eval import add_eval_command
+
+    add_eval_command(sub)

@@ -1,0 +1,141 @@
+"""`lmpc eval`: score a program on labelled data."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+
+def _parse_mapping(pairs: list[str] | None) -> dict[str, str] | None:
+    from lmpc.cli import UsageError
+
+    if not pairs:
+        return None
+    mapping = {}
+    for pair in pairs:
+        field, sep, column = pair.partition("=")
+        if not sep or not field or not column:
+            raise UsageError(f"--map takes FIELD=COLUMN, got {pair!r}")
+        mapping[field] = column
+    return mapping
+
+
+def _short(value: Any, width: int = 60) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+    text = text.replace("\n", " ")
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def print_worst(report, k: int, stream=sys.stdout) -> None:
+    worst = [r for r in report.worst(k) if r.error is not None or r.score < 1.0]
+    if not worst:
+        print("no failing examples", file=stream)
+        return
+    print(f"worst {len(worst)} example(s):", file=stream)
+    for r in worst:
+        got = f"error: {_short(r.error, 120)}" if r.error else f"got {_short(r.prediction)}"
+        print(f"  [{r.index}] {r.source}  score {r.score:.2f}  gold {_short(r.gold)}  {got}", file=stream)
+        print(f"      input {_short(r.inputs, 100)}", file=stream)
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from lmpc.api import load_data, resolve_metric
+    from lmpc.cli import UsageError
+    from lmpc.cli_run import open_program
+    from lmpc.compiler.diagnostics import CompileError
+    from lmpc.runtime.errors import LmpcRuntimeError
+    from lmpc.runtime.evaluate import evaluate
+    from lmpc.runtime.progress import Progress
+
+    prog = open_program(args)
+    if prog is None:
+        return 1
+    try:
+        data = args.data
+        if data is None:
+            opt = prog.checked.optimize.get(prog.name)
+            if opt is None or "dev" not in opt.settings:
+                raise UsageError(f"no data: give --data, or a `dev` file in an optimize block for `{prog.name}`")
+            data = str(Path(args.file).parent / opt.settings["dev"])
+        try:
+            metric = resolve_metric(prog, args.metric)
+        except CompileError as e:
+            print(e.render(), file=sys.stderr)
+            return 1
+        except LmpcRuntimeError as e:
+            raise UsageError(str(e)) from None
+        from lmpc.runtime.data import DataError, load_examples, sample
+
+        try:
+            examples, bad = load_examples(data, prog.input_fields, prog.output_fields,
+                                          mapping=_parse_mapping(args.map), skip_bad_rows=args.skip_bad_rows)
+        except DataError as e:
+            raise UsageError(str(e)) from None
+        if bad:
+            print(f"skipped {len(bad)} bad row(s); first: {bad[0]}", file=sys.stderr)
+        if args.sample is not None:
+            examples = sample(examples, args.sample, args.seed)
+        if args.limit is not None:
+            examples = examples[: args.limit]
+        if not examples:
+            raise UsageError(f"{data}: no examples to evaluate")
+
+        out = open(args.out, "w", encoding="utf-8") if args.out else None  # noqa: SIM115
+        try:
+            def write(result) -> None:
+                if out is not None:  # one line per example as soon as it is scored
+                    out.write(json.dumps(result.to_json(), ensure_ascii=False) + "\n")
+                    out.flush()
+
+            report = evaluate(prog, examples, metric, max_errors=args.max_errors,
+                              progress=Progress(len(examples), label=f"eval {prog.name}"), on_result=write)
+        finally:
+            if out is not None:
+                out.close()
+    finally:
+        prog.close()
+
+    summary = report.summary()
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        print(f"score {report.score:.3f} on {len(report.results)} example(s) ({data}); errors {report.errors}; "
+              f"{report.calls} model calls ({report.cache_hits} from cache); "
+              f"{report.prompt_tokens} + {report.completion_tokens} tokens; {report.wall_s:.1f} s")
+        if report.stopped_early:
+            print(report.stopped_early)
+        if args.worst:
+            print_worst(report, args.worst)
+        if args.out:
+            print(f"wrote {args.out}")
+    return 1 if report.stopped_early else 0
+
+
+def add_eval_command(sub: argparse._SubParsersAction) -> None:
+    from lmpc.cli_run import add_program_options
+
+    e = sub.add_parser("eval", help="score a pipeline on labelled data",
+                       description="Run FILE's pipeline on every example of the data and score it with the "
+                                   "metric. Data and metric default to the optimize block's `dev` and `metric`. "
+                                   "Exit 0: evaluated (per-example errors count as score 0); 1: stopped by "
+                                   "--max-errors or the file has errors; 2: usage or data error.")
+    e.add_argument("file", metavar="FILE", help=".lmp file")
+    e.add_argument("--data", metavar="PATH", help="JSONL, JSON, CSV or TSV file, or hf://datasets/ORG/REPO/FILE")
+    e.add_argument("--metric", metavar="EXPR",
+                   help='e.g. "exact_match(label)", "numeric_match(answer, tolerance: 0.5)", '
+                        '"metrics.py:score", or a judge pipeline "judge"')
+    e.add_argument("--map", action="append", metavar="FIELD=COLUMN", help="read FIELD from a differently named column")
+    e.add_argument("--skip-bad-rows", action="store_true", help="skip (and count) rows that do not fit the inputs")
+    e.add_argument("--max-errors", type=int, metavar="N", help="stop after N examples fail")
+    e.add_argument("--sample", type=int, metavar="N", help="evaluate a seeded random sample of N examples")
+    e.add_argument("--seed", type=int, default=0, help="seed for --sample (default 0)")
+    e.add_argument("--limit", type=int, metavar="N", help="evaluate only the first N examples")
+    e.add_argument("--out", metavar="RESULTS.jsonl", help="one JSON line per example: inputs, gold, prediction, "
+                                                         "score, error, trace ids")
+    e.add_argument("--worst", type=int, default=5, metavar="K", help="show the K worst examples (default 5; 0: none)")
+    e.add_argument("--json", action="store_true", help="print the summary as JSON")
+    add_program_options(e)
+    e.set_defaults(func=cmd_eval)

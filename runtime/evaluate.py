@@ -1,0 +1,119 @@
+"""Evaluate a program on examples with a metric: the inner loop of every optimizer.
+
+An example whose run (or scoring) fails scores 0 and is counted as an error; the run goes on
+unless `max_errors` is reached. Examples run in chunks through Program.batch, so calls of
+one prompt node are issued back to back (KV-cache reuse) and progress is reported per chunk.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable
+
+from lmpc.runtime.data import Example
+from lmpc.runtime.errors import LmpcRuntimeError
+from lmpc.runtime.metrics import Metric
+from lmpc.runtime.program import Program
+from lmpc.runtime.progress import Progress
+
+
+@dataclass
+class ExampleResult:
+    index: int
+    source: str
+    inputs: dict[str, Any]
+    gold: dict[str, Any]
+    prediction: dict[str, Any] | None
+    score: float
+    error: str | None
+    trace_ids: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class EvalReport:
+    results: list[ExampleResult]
+    total: int  # examples asked for (more than len(results) when stopped early)
+    calls: int = 0
+    cache_hits: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    wall_s: float = 0.0
+    stopped_early: str | None = None  # why, when --max-errors stopped the run
+
+    @property
+    def score(self) -> float:
+        """Mean score over the examples run; errors count as 0."""
+        return sum(r.score for r in self.results) / len(self.results) if self.results else 0.0
+
+    @property
+    def errors(self) -> int:
+        return sum(r.error is not None for r in self.results)
+
+    def worst(self, k: int) -> list[ExampleResult]:
+        return sorted(self.results, key=lambda r: (r.error is None, r.score, r.index))[:k]
+
+    def summary(self) -> dict[str, Any]:
+        return {"score": round(self.score, 4), "examples": len(self.results), "of": self.total,
+                "errors": self.errors, "calls": self.calls, "cache_hits": self.cache_hits,
+                "prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens,
+                "wall_s": round(self.wall_s, 2), "stopped_early": self.stopped_early}
+
+
+def _score(metric: Metric, example: Example, prediction: dict[str, Any]) -> float:
+    value = metric(example, prediction)
+    return float(value)
+
+
+def evaluate(program: Program, examples: list[Example], metric: Metric, *, max_errors: int | None = None,
+             chunk_size: int = 16, progress: Progress | bool | None = None, sample: int = 0,
+             on_result: Callable[[ExampleResult], None] | None = None) -> EvalReport:
+    """Run `program` on `examples` and score each with `metric`.
+
+    progress: a Progress, True (make one), or None/False (quiet). on_result is called with
+    each result as soon as it is scored (e.g. to write results.jsonl incrementally).
+    """
+    report = EvalReport([], total=len(examples))
+    bar = Progress(len(examples)) if progress is True else (progress or None)
+    t0 = time.perf_counter()
+    try:
+        for start in range(0, len(examples), chunk_size):
+            chunk = examples[start:start + chunk_size]
+            runs = program.batch([ex.inputs for ex in chunk], sample=sample)
+            for offset, (ex, run) in enumerate(zip(chunk, runs)):
+                error, score = None, 0.0
+                if run.error is not None:
+                    error = str(run.error)
+                else:
+                    try:
+                        score = _score(metric, ex, run.values or {})
+                    except LmpcRuntimeError as e:
+                        error = f"metric: {e}"
+                    except Exception as e:  # a user's Python metric raised: isolate it
+                        error = f"metric raised {type(e).__name__}: {e}"
+                for e in run.trace:
+                    if e.model is not None:
+                        report.calls += 1
+                        report.cache_hits += e.cache_hit
+                        report.prompt_tokens += e.prompt_tokens
+                        report.completion_tokens += e.completion_tokens
+                result = ExampleResult(start + offset, ex.source, ex.inputs, ex.gold, run.values, score, error,
+                                       [e.trace_id for e in run.trace])
+                report.results.append(result)
+                if on_result is not None:
+                    on_result(result)
+                if max_errors is not None and report.errors >= max_errors:
+                    report.stopped_early = f"stopped after {report.errors} errors (max_errors {max_errors})"
+                    break
+            if bar is not None:
+                bar.update(len(report.results), report.score, report.errors)
+            if report.stopped_early:
+                break
+    finally:
+        report.wall_s = time.perf_counter() - t0
+        if bar is not None:
+            bar.close()
+    return report
