@@ -31,7 +31,7 @@ from lmpc.compiler.types import (
 PROVIDER_OPTIONS: dict[str, dict[str, tuple[type, ...]]] = {
     "llama_cpp": {
         "builtin": (str,), "path": (str,), "hf": (str,), "temperature": (int, float),
-        "max_tokens": (int,), "n_ctx": (int,), "seed": (int,), "n_threads": (int,),
+        "max_tokens": (int,), "n_ctx": (int,), "seed": (int,), "n_threads": (int,), "reproducible": (bool,),
     },
     "openai": {
         "model": (str,), "base_url": (str,), "api_key_env": (str,), "temperature": (int, float),
@@ -261,7 +261,7 @@ def _check_models(ctx: Context) -> str:
                     ctx.report("bad-model-option", kw.value.span, f"`{kw.name}` cannot come from env()",
                                "api_key_env takes the variable's name itself" if kw.name == "api_key_env" else None)
                     continue
-            elif isinstance(value, bool) or not isinstance(value, spec[kw.name]):
+            elif (isinstance(value, bool) and bool not in spec[kw.name]) or not isinstance(value, spec[kw.name]):
                 want = " or ".join(t.__name__ for t in spec[kw.name])
                 article = "an" if want[0] in "aeiou" else "a"
                 ctx.report("bad-model-option", kw.value.span, f"`{kw.name}` takes {article} {want}")

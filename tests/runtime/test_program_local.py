@@ -181,3 +181,13 @@ def test_cli_run_and_inspect(tmp_path):
 
     r = _lmpc("run", str(src), "-i", "txt=hello", cache_dir=tmp_path)
     assert r.returncode == 2 and "no input `txt`" in r.stderr
+
+
+def test_reproducible_false_uses_free_prefix_reuse_and_still_types_outputs(cache):
+    src = CLASSIFY.replace('type Label', 'model fast = llama_cpp(builtin: "smollm2-135m", reproducible: false)\ntype Label')
+    prog = lmpc.compile_source(src, cache=cache, trace_log=False)
+    results = prog.batch([{"text": t} for t in TEXTS[:3]])
+    assert all(r.ok and r.label in ("positive", "negative") for r in results)
+    model = prog.pool.get("fast")
+    assert model.identity.endswith(":free-prefix") and model.reproducible is False
+    prog.close()
