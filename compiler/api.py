@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import gc
 from pathlib import Path
+from typing import Any
 from typing import Iterator
 
 from lmpc.compiler.check import check_module
@@ -68,29 +69,63 @@ def compile_file(path: str | Path) -> CheckedProgram:
     return compile_source(read_source(path), str(path))
 
 
-def metric_from_text(text: str, program: CheckedProgram, pipeline: str) -> dict:
-    """Check a metric written on the command line (`--metric exact_match(label)`)."""
+def _parse_cli_expr(text: str, file: str, example: str):
     from lark.exceptions import UnexpectedInput
 
-    from lmpc.compiler import ast
     from lmpc.compiler.build_ast import AstBuilder
-    from lmpc.compiler.check import Context
     from lmpc.compiler.diagnostics import Span
-    from lmpc.compiler.optimize_spec import check_metric
     from lmpc.grammar import parse_expr
 
-    file = "--metric"
     try:
-        expr = AstBuilder(file).transform(parse_expr(text))
+        return AstBuilder(file).transform(parse_expr(text))
     except UnexpectedInput as e:
         col = getattr(e, "column", 1) or 1
-        raise CompileError([Diagnostic("syntax-error", Span(file, 1, col, 1, col + 1),
-                                       f"cannot read the metric `{text}`",
-                                       'e.g. exact_match(label), numeric_match(answer, tolerance: 0.5), '
-                                       '"metrics.py:score"')], {file: text}) from None
+        raise CompileError([Diagnostic("syntax-error", Span(file, 1, col, 1, col + 1), f"cannot read `{text}`",
+                                       f"e.g. {example}")], {file: text}) from None
+
+
+def _cli_context(file: str, text: str, pipelines: list[str]):
+    from types import SimpleNamespace
+
+    from lmpc.compiler import ast
+    from lmpc.compiler.check import Context
+
     ctx = Context(ast.Module(file, text), set())
-    ctx.pipeline_decls = {n: p.decl for n, p in program.pipelines.items()}
-    metric = check_metric(ctx, expr, program.pipelines[pipeline])
+    ctx.pipeline_decls = {n: SimpleNamespace(name=n) for n in pipelines}  # names are all check_metric reads
+    return ctx
+
+
+def metric_from_text(text: str, pipeline: str, outputs: dict[str, Any], pipelines: list[str]) -> dict:
+    """Check a metric written on the command line (`--metric exact_match(label)`).
+
+    outputs: the pipeline's outputs; pipelines: names usable as judge pipelines."""
+    from types import SimpleNamespace
+
+    from lmpc.compiler.optimize_spec import check_metric
+
+    file = "--metric"
+    expr = _parse_cli_expr(text, file, 'exact_match(label), numeric_match(answer, tolerance: 0.5), "metrics.py:score"')
+    ctx = _cli_context(file, text, pipelines)
+    metric = check_metric(ctx, expr, SimpleNamespace(name=pipeline, outputs=outputs))
     if metric is None or ctx.diagnostics:
         raise CompileError(ctx.diagnostics, {file: text})
     return metric
+
+
+def strategy_from_text(text: str) -> list[dict]:
+    """Check a strategy chain from the command line: `bootstrap_few_shot(max_demos: 4) then random_search`."""
+    import re
+
+    from lmpc.compiler.optimize_spec import STRATEGIES, _call_parts
+
+    file = "--strategy"
+    chain = []
+    ctx = _cli_context(file, text, [])
+    for part in re.split(r"\s+then\s+", text.strip()):
+        expr = _parse_cli_expr(part, file, "bootstrap_few_shot(max_demos: 4) then random_search(candidates: 6)")
+        parts = _call_parts(ctx, expr, "strategy", STRATEGIES)
+        if parts is not None:
+            chain.append({"name": parts["name"], "options": parts["options"]})
+    if ctx.diagnostics:
+        raise CompileError(ctx.diagnostics, {file: text})
+    return chain

@@ -19,6 +19,8 @@ _EXPORTS = {
     "compile_file": "lmpc.api",
     "compile_source": "lmpc.api",
     "evaluate": "lmpc.api",
+    "load": "lmpc.api",
+    "ArtifactError": "lmpc.compiler.artifact",
     "CheckedProgram": "lmpc.compiler",
     "CompileError": "lmpc.compiler",
     "Diagnostic": "lmpc.compiler",

@@ -1,4 +1,4 @@
-"""The public Python API: compile a .lmp file into a runnable Program."""
+"""The public Python API: compile or load a program, evaluate it."""
 
 from __future__ import annotations
 
@@ -26,62 +26,76 @@ def choose_pipeline(checked: CheckedProgram, pipeline: str | None) -> str:
     raise LmpcRuntimeError(f"{checked.path} has several pipelines ({', '.join(entries)}); choose one")
 
 
-def compile_source(text: str, file: str = "<string>", pipeline: str | None = None,
-                   base_dir: str | Path | None = None, **options: Any) -> Program:
-    """Compile .lmp text into a Program (raises CompileError with every diagnostic)."""
-    checked = _compile_checked(text, file)
+def program_from_checked(checked: CheckedProgram, pipeline: str | None = None, base_dir: str | Path | None = None,
+                         **options: Any) -> Program:
     name = choose_pipeline(checked, pipeline)
     prog = Program(checked.graphs[name], base_dir=base_dir, **options)
     prog.checked = checked
+    prog.graphs = checked.graphs
+    opt = checked.optimize.get(name)
+    prog.optimize_settings = dict(opt.settings) if opt is not None else {}
     return prog
+
+
+def compile_source(text: str, file: str = "<string>", pipeline: str | None = None,
+                   base_dir: str | Path | None = None, **options: Any) -> Program:
+    """Compile .lmp text into a Program (raises CompileError with every diagnostic)."""
+    return program_from_checked(_compile_checked(text, file), pipeline, base_dir, **options)
 
 
 def compile_file(path: str | Path, pipeline: str | None = None, **options: Any) -> Program:
     """Compile a .lmp file into a Program; `call` steps and model paths resolve next to it.
 
     options: cache (True/False/path or CallCache), trace_log, model (run every step on this
-    declared model), max_workers.
+    declared model), max_workers, budget, models (ready-made Model instances by name).
     """
     path = Path(path)
     return compile_source(path.read_text(encoding="utf-8"), str(path), pipeline, base_dir=path.parent, **options)
 
 
-def _pipeline_metric_judge(prog: Program, name: str):
-    """A Program for a judge pipeline, sharing the evaluated program's cache."""
-    checked = getattr(prog, "checked", None)
-    if checked is None or name not in checked.graphs:
-        raise LmpcRuntimeError(f"the judge pipeline `{name}` is not part of this program")
-    judge = Program(checked.graphs[name], base_dir=prog.base_dir, cache=prog.cache, trace_log=prog.trace_log)
+def load(path: str | Path, **options: Any) -> Program:
+    """Load a compiled artifact (`lmpc build`) into a Program; never executes code from it.
 
-    def run(inputs: dict[str, Any]) -> dict[str, Any]:
-        return judge(**inputs).values
+    Raises ArtifactError for a file that is not a valid artifact of a readable version."""
+    from lmpc.compiler.artifact import load_artifact
 
-    return judge, run
+    artifact = load_artifact(path)
+    prog = Program(artifact.graph, base_dir=artifact.base_dir, **options)
+    prog.checked = None
+    prog.artifact = artifact
+    prog.graphs = artifact.graphs
+    prog.optimize_settings = dict(artifact.optimize)
+    return prog
 
 
 def resolve_metric(prog: Program, metric: Any = None):
-    """A metric callable from: None (the optimize block's), text like "exact_match(label)" or
-    "metrics.py:fn", a spec dict, or a callable (example, prediction) -> score."""
+    """A metric callable from: None (the optimize block's, or the artifact's), text such as
+    "exact_match(label)" or "metrics.py:fn", a spec dict, or a callable (example, prediction)."""
     from lmpc.compiler.api import metric_from_text
     from lmpc.runtime.metrics import make_metric
 
     if callable(metric):
         return metric
-    checked = getattr(prog, "checked", None)
     if metric is None:
-        opt = checked.optimize.get(prog.name) if checked is not None else None
-        metric = opt.settings.get("metric") if opt is not None else None
+        metric = getattr(prog, "optimize_settings", {}).get("metric")
         if metric is None:
-            raise LmpcRuntimeError(f"no metric: pass one (e.g. --metric \"exact_match({next(iter(prog.output_fields))})\")"
-                                   f" or add `metric ...` to an optimize block for `{prog.name}`")
+            first = next(iter(prog.output_fields), "answer")
+            raise LmpcRuntimeError(f'no metric: pass one (e.g. --metric "exact_match({first})") '
+                                   f"or add `metric ...` to an optimize block for `{prog.name}`")
+    graphs = getattr(prog, "graphs", {prog.name: prog.graph})
     if isinstance(metric, str):
-        if checked is None:
-            raise LmpcRuntimeError("a metric given as text needs a program compiled from a .lmp file")
-        metric = metric_from_text(metric, checked, prog.name)
+        metric = metric_from_text(metric, prog.name, prog.output_fields, [n for n in graphs if n != prog.name])
     judge = judge_inputs = None
     if metric["kind"] == "pipeline":
-        judge_prog, judge = _pipeline_metric_judge(prog, metric["name"])
+        if metric["name"] not in graphs:
+            raise LmpcRuntimeError(f"the judge pipeline `{metric['name']}` is not part of this program")
+        judge_prog = Program(graphs[metric["name"]], base_dir=prog.base_dir, cache=prog.cache,
+                             trace_log=prog.trace_log, budget=prog.budget)
         judge_inputs = set(judge_prog.input_fields)
+
+        def judge(inputs: dict[str, Any]) -> dict[str, Any]:
+            return judge_prog(**inputs).values
+
     return make_metric(metric, base_dir=prog.base_dir, judge=judge, judge_inputs=judge_inputs)
 
 
@@ -108,8 +122,7 @@ def load_data(prog: Program, data: Any, *, mapping: dict[str, str] | None = None
 def evaluate(program: Program, data: Any, metric: Any = None, **options: Any):
     """Score `program` on `data` (see load_data) with `metric` (see resolve_metric).
 
-    options: max_errors, chunk_size, progress, sample, on_result. Returns an EvalReport.
-    """
+    options: max_errors, chunk_size, progress, sample, on_result. Returns an EvalReport."""
     from lmpc.runtime.evaluate import evaluate as run_evaluation
 
     return run_evaluation(program, load_data(program, data), resolve_metric(program, metric), **options)

@@ -73,11 +73,22 @@ def load_program(path: str):
 
 
 def cmd_graph(args: argparse.Namespace) -> int:
-    program = load_program(args.file)
-    if program is None:
-        return EXIT_DIAGNOSTICS
-    name = _pick_pipeline(program, args.pipeline, args.file)
-    g = program.graphs[name]
+    if args.file.endswith(".json"):  # a built artifact: its graph, with the demos it learned
+        from lmpc.compiler.artifact import ArtifactError, load_artifact
+
+        try:
+            artifact = load_artifact(args.file)
+        except ArtifactError as e:
+            raise UsageError(str(e)) from None
+        g = artifact.graphs[args.pipeline or artifact.pipeline] if (args.pipeline or artifact.pipeline) in \
+            artifact.graphs else None
+        if g is None:
+            raise UsageError(f"{args.file} has no pipeline `{args.pipeline}` (it has: {', '.join(artifact.graphs)})")
+    else:
+        program = load_program(args.file)
+        if program is None:
+            return EXIT_DIAGNOSTICS
+        g = program.graphs[_pick_pipeline(program, args.pipeline, args.file)]
     if args.output and Path(args.output).suffix in (".png", ".svg", ".pdf"):
         dot = shutil.which("dot")
         if dot is None:
@@ -114,15 +125,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     g = sub.add_parser("graph", help="print a pipeline's typed dataflow graph",
                        description="Compile FILE and print one pipeline's graph (after inlining and pruning).")
-    g.add_argument("file", metavar="FILE", help=".lmp file")
+    g.add_argument("file", metavar="FILE", help=".lmp file or built artifact (.json)")
     g.add_argument("--pipeline", help="which pipeline (default: the one no other pipeline calls)")
     g.add_argument("--format", choices=sorted(FORMATS), default="mermaid", help="output format (default: mermaid)")
     g.add_argument("-o", "--output", help="write to a file; .png/.svg/.pdf draws an image with Graphviz")
     g.set_defaults(func=cmd_graph)
 
+    from lmpc.cli_build import add_build_command
     from lmpc.cli_run import add_run_commands
 
     add_run_commands(sub)
+    add_build_command(sub)
     return p
 
 

@@ -56,10 +56,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
     try:
         data = args.data
         if data is None:
-            opt = prog.checked.optimize.get(prog.name)
-            if opt is None or "dev" not in opt.settings:
+            dev = prog.optimize_settings.get("dev")
+            if dev is None:
                 raise UsageError(f"no data: give --data, or a `dev` file in an optimize block for `{prog.name}`")
-            data = str(Path(args.file).parent / opt.settings["dev"])
+            data = str(Path(prog.base_dir or ".") / dev)
         try:
             metric = resolve_metric(prog, args.metric)
         except CompileError as e:
@@ -122,7 +122,7 @@ def add_eval_command(sub: argparse._SubParsersAction) -> None:
                                    "metric. Data and metric default to the optimize block's `dev` and `metric`. "
                                    "Exit 0: evaluated (per-example errors count as score 0); 1: stopped by "
                                    "--max-errors or the file has errors; 2: usage or data error.")
-    e.add_argument("file", metavar="FILE", help=".lmp file")
+    e.add_argument("file", metavar="FILE", help=".lmp file or built artifact (.json)")
     e.add_argument("--data", metavar="PATH", help="JSONL, JSON, CSV or TSV file, or hf://datasets/ORG/REPO/FILE")
     e.add_argument("--metric", metavar="EXPR",
                    help='e.g. "exact_match(label)", "numeric_match(answer, tolerance: 0.5)", '

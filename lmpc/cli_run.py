@@ -50,29 +50,35 @@ def read_rows(path: str) -> list[dict[str, Any]]:
     return rows
 
 
+def is_artifact(path: str) -> bool:
+    return path.endswith(".json")
+
+
 def open_program(args: argparse.Namespace):
-    from lmpc.api import choose_pipeline
+    """A Program from a .lmp file (diagnostics printed; None on errors) or a built artifact."""
+    from lmpc.api import load, program_from_checked
     from lmpc.cli import load_program
+    from lmpc.compiler.artifact import ArtifactError
     from lmpc.runtime.cache import CallCache, default_cache_dir
     from lmpc.runtime.errors import LmpcRuntimeError
-    from lmpc.runtime.program import Program
 
-    checked = load_program(args.file)
-    if checked is None:
-        return None
-    try:
-        name = choose_pipeline(checked, args.pipeline)
-    except LmpcRuntimeError as e:
-        raise _usage_error(str(e)) from None
     cache_dir = Path(args.cache_dir) if args.cache_dir else default_cache_dir()
-    cache = CallCache(cache_dir / "calls.sqlite", enabled=not args.no_cache)
+    options = dict(cache=CallCache(cache_dir / "calls.sqlite", enabled=not args.no_cache),
+                   trace_log=cache_dir / "traces.jsonl", model=args.model)
     try:
-        prog = Program(checked.graphs[name], base_dir=Path(args.file).parent, cache=cache,
-                       trace_log=cache_dir / "traces.jsonl", model=args.model)
+        if is_artifact(args.file):
+            if args.pipeline is not None:
+                raise _usage_error("an artifact holds one pipeline; --pipeline applies to .lmp files")
+            try:
+                return load(args.file, **options)
+            except ArtifactError as e:
+                raise _usage_error(str(e)) from None
+        checked = load_program(args.file)
+        if checked is None:
+            return None
+        return program_from_checked(checked, args.pipeline, base_dir=Path(args.file).parent, **options)
     except LmpcRuntimeError as e:
         raise _usage_error(str(e)) from None
-    prog.checked = checked
-    return prog
 
 
 def add_program_options(p: argparse.ArgumentParser) -> None:
@@ -165,7 +171,7 @@ def add_run_commands(sub: argparse._SubParsersAction) -> None:
                        description="Compile FILE and run its pipeline on one input (--input NAME=VALUE ...) "
                                    "or on JSON lines (--input-file). Exit 0: all rows ok; 1: a row failed "
                                    "or the file has errors; 2: usage error.")
-    r.add_argument("file", metavar="FILE", help=".lmp file")
+    r.add_argument("file", metavar="FILE", help=".lmp file or built artifact (.json)")
     r.add_argument("--input", "-i", action="append", metavar="NAME=VALUE",
                    help="an input value (repeatable); non-string types are read as JSON")
     r.add_argument("--input-file", metavar="ROWS.jsonl", help="run every row of a JSON-lines file")

@@ -18,6 +18,7 @@ from typing import Any
 
 import networkx as nx
 
+from lmpc.runtime.budget import BudgetExceededError, CallBudget
 from lmpc.runtime.cache import CallCache, call_key
 from lmpc.runtime.calls import load_function, run_function
 from lmpc.runtime.errors import LmpcRuntimeError, OutputError
@@ -57,13 +58,16 @@ def where(node: dict) -> str:
 
 class Executor:
     def __init__(self, graph: nx.DiGraph, pool: ModelPool, cache: CallCache, trace_log: TraceLog | None,
-                 base_dir: Path | None, model_override: str | None = None, max_workers: int = 8):
+                 base_dir: Path | None, model_override: str | None = None, max_workers: int = 8,
+                 budget: CallBudget | None = None):
         self.g = graph
         self.pool = pool
         self.cache = cache
         self.trace_log = trace_log
         self.base_dir = base_dir or Path.cwd()
         self.model_override = model_override
+        self.budget = budget
+        self._decoding: dict[str, Any] = {"sample": 0, "temperature": None}
         self.threads = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="lmpc-step")
         order = graph.graph.get("order") or list(nx.topological_sort(graph))
         steps = [n for n in order if graph.nodes[n]["kind"] not in ("input", "output")]
@@ -76,7 +80,10 @@ class Executor:
         return self.model_override or node.get("model") or self.g.graph["default_model"]
 
     # -- a batch -------------------------------------------------------------------------
-    def run(self, rows: list[dict[str, Any]], sample: int = 0) -> list[RowState]:
+    def run(self, rows: list[dict[str, Any]], sample: int = 0, temperature: float | None = None) -> list[RowState]:
+        """Run rows. `sample` > 0 asks for another sample of every call (a distinct cache key);
+        `temperature` overrides the models' own (bootstrapping uses both)."""
+        self._decoding = {"sample": sample, "temperature": temperature}
         run_id = uuid.uuid4().hex[:8]
         states = [self._start_row(i, row) for i, row in enumerate(rows)]
         logged = [0] * len(states)
@@ -88,8 +95,8 @@ class Executor:
                 for st in states:
                     if st.error is None:
                         (lanes.setdefault(lane, []) if lane else singles).append((nid, st))
-            futures = [self.threads.submit(self._run_lane, tasks, run_id, sample) for tasks in lanes.values()]
-            futures += [self.threads.submit(self._run_lane, [t], run_id, sample) for t in singles]
+            futures = [self.threads.submit(self._run_lane, tasks, run_id) for tasks in lanes.values()]
+            futures += [self.threads.submit(self._run_lane, [t], run_id) for t in singles]
             wait(futures)
             for f in futures:
                 f.result()  # re-raise internal bugs; user-facing failures are on the rows
@@ -112,12 +119,14 @@ class Executor:
             concurrent = False  # the call itself reports the error, row by row
         return None if concurrent else f"model:{name}"
 
-    def _run_lane(self, tasks: list[tuple[str, RowState]], run_id: str, sample: int) -> None:
+    def _run_lane(self, tasks: list[tuple[str, RowState]], run_id: str) -> None:
         for nid, st in tasks:
             if st.error is not None:
                 continue
             try:
-                st.values[nid] = self._run_node(nid, st, run_id, sample)
+                st.values[nid] = self._run_node(nid, st, run_id)
+            except BudgetExceededError:
+                raise  # stops the whole run, not just this row
             except StepError as e:
                 st.error = e
             except LmpcRuntimeError as e:
@@ -156,7 +165,7 @@ class Executor:
         st.outputs = outputs
 
     # -- one node for one row --------------------------------------------------------------
-    def _run_node(self, nid: str, st: RowState, run_id: str, sample: int) -> dict[str, Any]:
+    def _run_node(self, nid: str, st: RowState, run_id: str) -> dict[str, Any]:
         node = self.g.nodes[nid]
         lookup = lambda ref, path: get_path(st.values[ref], path)  # noqa: E731
         inputs = {arg: evaluate(expr, lookup) for arg, expr in node["bindings"].items()}
@@ -174,7 +183,7 @@ class Executor:
             if node["kind"] == "call":
                 out = self._run_call(node, inputs)
             else:
-                out = self._run_prompt(node, inputs, event, sample)
+                out = self._run_prompt(node, inputs, event)
             event.parsed = out
             return out
         except OutputError as e:
@@ -198,7 +207,7 @@ class Executor:
                 raise LmpcRuntimeError(f"the function's `{name}` should be {node['outputs'][name]['type']}: {why}")
         return out
 
-    def _run_prompt(self, node: dict, inputs: dict[str, Any], event: TraceEvent, sample: int) -> dict[str, Any]:
+    def _run_prompt(self, node: dict, inputs: dict[str, Any], event: TraceEvent) -> dict[str, Any]:
         name = self.model_name(node)
         model = self.pool.get(name)
         options = self.pool.options(name)
@@ -207,13 +216,17 @@ class Executor:
         request = GenerationRequest(
             messages=messages, json_schema=schema,
             max_tokens=int(options.get("max_tokens", DEFAULT_MAX_TOKENS[node["kind"]])),
-            temperature=float(options.get("temperature", 0.0)), seed=int(options.get("seed", 0)),
+            temperature=float(self._decoding["temperature"] if self._decoding["temperature"] is not None
+                              else options.get("temperature", 0.0)),
+            seed=int(options.get("seed", 0)) + self._decoding["sample"],
         )
         key = call_key({"model": model.identity, "messages": messages, "schema": schema,
                         "max_tokens": request.max_tokens, "temperature": request.temperature,
-                        "seed": request.seed, "sample": sample})
+                        "seed": request.seed, "sample": self._decoding["sample"]})
 
         def compute() -> dict[str, Any]:
+            if self.budget is not None:
+                self.budget.charge()
             c = model.generate(request)
             return {"text": c.text, "prompt_tokens": c.prompt_tokens, "completion_tokens": c.completion_tokens}
 

@@ -26,13 +26,18 @@ def resolve_options(name: str, options: dict[str, Any]) -> dict[str, Any]:
 
 
 class ModelPool:
-    def __init__(self, specs: dict[str, dict], base_dir: Path | None):
+    def __init__(self, specs: dict[str, dict], base_dir: Path | None, instances: dict[str, Model] | None = None):
         self.specs = specs
         self.base_dir = base_dir
+        # Ready-made instances (a test's deterministic model, a model shared by a build's
+        # programs); they are not closed by this pool.
+        self._shared = dict(instances or {})
         self._models: dict[str, Model] = {}
         self._lock = threading.Lock()
 
     def get(self, name: str) -> Model:
+        if name in self._shared:
+            return self._shared[name]
         with self._lock:
             model = self._models.get(name)
             if model is None:
@@ -44,7 +49,8 @@ class ModelPool:
             return model
 
     def options(self, name: str) -> dict[str, Any]:
-        return self.specs[name]["options"]
+        spec = self.specs.get(name)
+        return spec["options"] if spec else {}
 
     def close(self) -> None:
         with self._lock:

@@ -8,9 +8,11 @@ from typing import Any, Iterable
 
 import networkx as nx
 
+from lmpc.runtime.budget import CallBudget
 from lmpc.runtime.cache import CallCache, default_cache_dir
 from lmpc.runtime.errors import LmpcRuntimeError
 from lmpc.runtime.executor import Executor
+from lmpc.runtime.models import Model
 from lmpc.runtime.pool import ModelPool
 from lmpc.runtime.trace import TraceEvent, TraceLog
 
@@ -49,7 +51,8 @@ class Program:
 
     def __init__(self, graph: nx.DiGraph, *, base_dir: str | Path | None = None,
                  cache: CallCache | bool | str | Path = True, trace_log: TraceLog | bool | str | Path = True,
-                 model: str | None = None, max_workers: int = 8):
+                 model: str | None = None, max_workers: int = 8, budget: CallBudget | None = None,
+                 models: dict[str, Model] | None = None):
         self.graph = graph
         self.base_dir = Path(base_dir) if base_dir else None
         if isinstance(cache, CallCache):
@@ -63,12 +66,13 @@ class Program:
         elif isinstance(trace_log, (str, Path)):
             trace_log = TraceLog(trace_log)
         self.trace_log = trace_log or None
-        models = graph.graph["models"]
-        if model is not None and model not in models:
-            raise LmpcRuntimeError(f"no model named `{model}` (declared: {', '.join(models)})")
-        self.pool = ModelPool(models, self.base_dir)
+        specs = graph.graph["models"]
+        if model is not None and model not in specs:
+            raise LmpcRuntimeError(f"no model named `{model}` (declared: {', '.join(specs)})")
+        self.pool = ModelPool(specs, self.base_dir, instances=models)
+        self.budget = budget
         self.executor = Executor(graph, self.pool, self.cache, self.trace_log, self.base_dir,
-                                 model_override=model, max_workers=max_workers)
+                                 model_override=model, max_workers=max_workers, budget=budget)
 
     @property
     def name(self) -> str:
@@ -88,9 +92,12 @@ class Program:
             raise result.error
         return result
 
-    def batch(self, rows: Iterable[dict[str, Any]], sample: int = 0) -> list[Result]:
-        """Run many rows; a failing row records its error and the others go on."""
-        states = self.executor.run(list(rows), sample=sample)
+    def batch(self, rows: Iterable[dict[str, Any]], sample: int = 0, temperature: float | None = None) -> list[Result]:
+        """Run many rows; a failing row records its error and the others go on.
+
+        sample > 0 asks for another sample of each call (its own cache entry); temperature
+        overrides the models' (bootstrapping retries failed examples this way)."""
+        states = self.executor.run(list(rows), sample=sample, temperature=temperature)
         return [Result(st.outputs, st.trace, st.error, st.index) for st in states]
 
     def close(self) -> None:

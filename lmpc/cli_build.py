@@ -1,0 +1,151 @@
+"""`lmpc build`: optimize a pipeline on data and write the compiled artifact."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+
+def _settings(args: argparse.Namespace, checked, pipeline: str) -> dict[str, Any]:
+    """The optimize block's settings, with command-line flags taking precedence.
+
+    Paths from the block are relative to the .lmp file; paths from flags to the cwd."""
+    from lmpc.compiler.api import metric_from_text, strategy_from_text
+
+    opt = checked.optimize.get(pipeline)
+    base = Path(args.file).parent
+    settings: dict[str, Any] = {}
+    if opt is not None:
+        settings.update(opt.settings)
+        for key in ("train", "dev"):
+            if key in settings:
+                settings[key] = str(base / settings[key])
+    for key in ("train", "dev"):
+        if getattr(args, key):
+            settings[key] = getattr(args, key)
+    info = checked.pipelines[pipeline]
+    if args.metric:
+        settings["metric"] = metric_from_text(args.metric, pipeline, info.outputs,
+                                              [n for n in checked.pipelines if n != pipeline])
+    if args.strategy:
+        settings["strategy"] = strategy_from_text(args.strategy)
+    if args.seed is not None:
+        settings["seed"] = args.seed
+    if args.max_calls is not None:
+        settings["max_calls"] = args.max_calls
+    return settings
+
+
+def cmd_build(args: argparse.Namespace) -> int:
+    from lmpc.api import choose_pipeline, load_data, program_from_checked, resolve_metric
+    from lmpc.cli import UsageError, load_program
+    from lmpc.compiler.artifact import make_artifact, write_artifact
+    from lmpc.compiler.diagnostics import CompileError
+    from lmpc.optimizers.base import OptimizeContext, OptimizerConfigError
+    from lmpc.optimizers.build import build, make_optimizers, plan
+    from lmpc.runtime.budget import BudgetExceededError, CallBudget
+    from lmpc.runtime.cache import CallCache, default_cache_dir
+    from lmpc.runtime.data import DataError
+    from lmpc.runtime.errors import LmpcRuntimeError
+
+    checked = load_program(args.file)
+    if checked is None:
+        return 1
+    try:
+        pipeline = choose_pipeline(checked, args.pipeline)
+        settings = _settings(args, checked, pipeline)
+    except CompileError as e:
+        print(e.render(), file=sys.stderr)
+        return 1
+    except LmpcRuntimeError as e:
+        raise UsageError(str(e)) from None
+    missing = [k for k in ("train", "dev", "metric", "strategy") if k not in settings]
+    if missing:
+        raise UsageError(f"the build needs {', '.join(missing)}: add them to `optimize {pipeline} {{ ... }}` "
+                         f"or pass --{' --'.join(missing)}")
+    seed = int(settings.get("seed", 0))
+    try:
+        optimizers = make_optimizers(settings["strategy"])
+    except OptimizerConfigError as e:
+        raise UsageError(str(e)) from None
+
+    cache_dir = Path(args.cache_dir) if args.cache_dir else default_cache_dir()
+    cache = CallCache(cache_dir / "calls.sqlite", enabled=not args.no_cache)
+    budget = CallBudget(settings.get("max_calls"))
+    prog = program_from_checked(checked, pipeline, base_dir=Path(args.file).parent, cache=cache, trace_log=False,
+                                budget=budget)
+    try:
+        trainset = load_data(prog, settings["train"])
+        devset = load_data(prog, settings["dev"])
+    except DataError as e:
+        raise UsageError(str(e)) from None
+
+    stages = plan(prog.graph, optimizers, len(trainset), len(devset))
+    if args.dry_run:
+        print(f"build plan for `{pipeline}`: {len(trainset)} train, {len(devset)} dev examples "
+              f"(upper bounds; cached calls are free)")
+        for s in stages:
+            print(f"  {s.calls:>7}  {s.stage}")
+        print(f"  {sum(s.calls for s in stages):>7}  model calls in all"
+              + (f" (budget --max-calls {budget.max_calls})" if budget.max_calls is not None else ""))
+        prog.close()
+        return 0
+
+    out = Path(args.output) if args.output else Path(args.file).with_suffix(".lmpc.json")
+    metric = resolve_metric(prog, settings["metric"])
+    ctx = OptimizeContext(trainset, devset, metric, seed=seed, cache=cache, budget=budget,
+                          base_dir=Path(args.file).parent)
+    t0 = time.perf_counter()
+    hits_before = cache.stats.hits
+    try:
+        graph, report = build(prog.graph, optimizers, ctx)
+    except BudgetExceededError as e:
+        print(f"lmpc: error: {e}", file=sys.stderr)
+        return 1
+    except (OptimizerConfigError, LmpcRuntimeError) as e:
+        print(f"lmpc: error: {e}", file=sys.stderr)
+        return 1
+    finally:
+        ctx.close()
+        prog.close()
+    graphs = {pipeline: graph}
+    metric_spec = settings["metric"]
+    if metric_spec.get("kind") == "pipeline":
+        graphs[metric_spec["name"]] = checked.graphs[metric_spec["name"]]
+    # Data paths as `lmpc eval` on the artifact reads them: relative to the .lmp file's folder.
+    base = Path(args.file).parent.resolve()
+    optimize = {**settings, **{k: os.path.relpath(Path(settings[k]).resolve(), base) for k in ("train", "dev")}}
+    data = make_artifact(checked, pipeline, graphs, out, optimize, report)
+    write_artifact(out, data)
+    hits = cache.stats.hits - hits_before
+    print(f"dev score {report['score_before']:.3f} -> {report['score_after']:.3f} "
+          f"({report['dev_examples']} dev examples; {budget.used} model calls made, {hits} from cache; "
+          f"{time.perf_counter() - t0:.1f} s)")
+    print(f"wrote {out}")
+    return 0
+
+
+def add_build_command(sub: argparse._SubParsersAction) -> None:
+    b = sub.add_parser("build", help="optimize a pipeline and write the compiled artifact",
+                       description="Compile FILE, evaluate the pipeline zero-shot on the dev data, run the strategy "
+                                   "chain (few-shot bootstrapping, search), evaluate the result, and write a JSON "
+                                   "artifact that `lmpc run`, `lmpc eval` and `lmpc.load()` accept. Flags override "
+                                   "the optimize block. Exit 0: written; 1: errors in the file, the budget was "
+                                   "spent, or the build failed; 2: usage or data error.")
+    b.add_argument("file", metavar="FILE", help=".lmp file")
+    b.add_argument("-o", "--output", metavar="OUT.lmpc.json", help="artifact path (default: FILE with .lmpc.json)")
+    b.add_argument("--pipeline", help="which pipeline (default: the one no other pipeline calls)")
+    b.add_argument("--train", metavar="PATH", help="training data (overrides the optimize block)")
+    b.add_argument("--dev", metavar="PATH", help="dev data for scoring (overrides the optimize block)")
+    b.add_argument("--metric", metavar="EXPR", help='e.g. "exact_match(label)"')
+    b.add_argument("--strategy", metavar="CHAIN", help='e.g. "bootstrap_few_shot(max_demos: 4) then random_search"')
+    b.add_argument("--seed", type=int, help="seed for every random choice (default: the block's, else 0)")
+    b.add_argument("--max-calls", type=int, metavar="N", help="hard budget of model calls (cache hits are free)")
+    b.add_argument("--dry-run", action="store_true", help="print the planned model calls per stage and stop")
+    b.add_argument("--no-cache", action="store_true", help="do not read or write the call cache")
+    b.add_argument("--cache-dir", metavar="DIR", help="cache folder (default: $LMPC_CACHE_DIR or ~/.cache/lmpc)")
+    b.set_defaults(func=cmd_build)

@@ -1,0 +1,99 @@
+"""The one small interface every optimizer implements.
+
+An optimizer takes a pipeline graph (prompt nodes are its parameter sites: `instructions`
+and `demos`) and returns a new graph plus a report. It runs programs only through
+`OptimizeContext`, which shares one cache, one call budget and the models between all the
+programs of a build, so an interrupted build resumes from the cache.
+"""
+
+from __future__ import annotations
+
+import sys
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, ClassVar
+
+import networkx as nx
+
+from lmpc.runtime.budget import CallBudget
+from lmpc.runtime.cache import CallCache
+from lmpc.runtime.data import Example
+from lmpc.runtime.errors import LmpcRuntimeError
+from lmpc.runtime.evaluate import EvalReport, evaluate
+from lmpc.runtime.metrics import Metric
+from lmpc.runtime.models import Model
+from lmpc.runtime.program import Program
+
+
+class OptimizerConfigError(LmpcRuntimeError):
+    """A strategy given options it does not take, or values that cannot work."""
+
+
+def _stderr(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+@dataclass
+class OptimizeContext:
+    trainset: list[Example]
+    devset: list[Example]
+    metric: Metric
+    seed: int = 0
+    cache: CallCache = field(default_factory=lambda: CallCache(enabled=False))
+    budget: CallBudget = field(default_factory=CallBudget)
+    base_dir: Path | None = None
+    models: dict[str, Model] = field(default_factory=dict)  # shared instances (tests: a fake model)
+    log: Callable[[str], None] = _stderr
+    _programs: list[Program] = field(default_factory=list)
+
+    def program(self, graph: nx.DiGraph, model: str | None = None) -> Program:
+        """A Program for `graph` sharing this build's cache, budget and model instances.
+
+        model: run every prompt node on this declared model (a teacher)."""
+        prog = Program(graph, base_dir=self.base_dir, cache=self.cache, trace_log=False, model=model,
+                       budget=self.budget, models=self.models)
+        self._programs.append(prog)
+        return prog
+
+    def evaluate(self, graph: nx.DiGraph, examples: list[Example], model: str | None = None) -> EvalReport:
+        return evaluate(self.program(graph, model), examples, self.metric)
+
+    def close(self) -> None:
+        for p in self._programs:
+            p.executor.close()
+            p.pool.close()
+        self._programs.clear()
+
+
+@dataclass
+class OptimizeResult:
+    graph: nx.DiGraph
+    report: dict[str, Any]  # JSON-able: what was tried, scores, calls; goes into the artifact
+
+
+class Optimizer(ABC):
+    name: ClassVar[str]
+    # option name -> (accepted types, default). Must match compiler/optimize_spec.STRATEGIES.
+    options_spec: ClassVar[dict[str, tuple[tuple[type, ...], Any]]]
+
+    def __init__(self, **options: Any):
+        unknown = sorted(set(options) - set(self.options_spec))
+        if unknown:
+            raise OptimizerConfigError(f"{self.name} takes no option(s) {', '.join(unknown)} "
+                                       f"(it takes: {', '.join(self.options_spec)})")
+        self.options: dict[str, Any] = {}
+        for key, (types, default) in self.options_spec.items():
+            value = options.get(key, default)
+            if value is not None and (not isinstance(value, types) or (isinstance(value, bool) and bool not in types)):
+                want = " or ".join(t.__name__ for t in types)
+                raise OptimizerConfigError(f"{self.name}: option `{key}` takes {want}, not {value!r}")
+            self.options[key] = value
+
+    @abstractmethod
+    def planned_calls(self, graph: nx.DiGraph, n_train: int, n_dev: int) -> dict[str, int]:
+        """Upper bound of model calls per stage (for --dry-run), before any cache hits."""
+
+    @abstractmethod
+    def compile(self, graph: nx.DiGraph, ctx: OptimizeContext) -> OptimizeResult:
+        """Return a new graph (never mutate the input) and a report."""

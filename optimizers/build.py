@@ -1,0 +1,78 @@
+"""Compile a pipeline with a strategy chain: zero-shot score, each strategy, final score.
+
+The report records only what does not depend on the cache's state (scores, candidates, the
+calls the build needed), so an interrupted build run again ends with the same artifact.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import networkx as nx
+
+from lmpc.compiler.ir import prompt_nodes
+from lmpc.optimizers.base import OptimizeContext, Optimizer, OptimizerConfigError
+
+
+@dataclass
+class PlannedStage:
+    stage: str
+    calls: int
+
+
+def make_optimizers(strategies: list[dict[str, Any]]) -> list[Optimizer]:
+    from lmpc.optimizers import REGISTRY
+
+    out = []
+    for spec in strategies:
+        cls = REGISTRY.get(spec["name"])
+        if cls is None:
+            raise OptimizerConfigError(f"strategy `{spec['name']}` is not available in this version of lmpc "
+                                       f"(available: {', '.join(sorted(REGISTRY))})")
+        out.append(cls(**spec.get("options", {})))
+    return out
+
+
+def plan(graph: nx.DiGraph, optimizers: list[Optimizer], n_train: int, n_dev: int) -> list[PlannedStage]:
+    """Upper bounds of model calls per stage, before cache hits (what --dry-run prints)."""
+    per_row = len(prompt_nodes(graph))
+    stages = [PlannedStage("evaluate zero-shot on dev", n_dev * per_row)]
+    for opt in optimizers:
+        for stage, calls in opt.planned_calls(graph, n_train, n_dev).items():
+            stages.append(PlannedStage(f"{opt.name}: {stage}", calls))
+    stages.append(PlannedStage("evaluate the result on dev", n_dev * per_row))
+    return stages
+
+
+def _calls(report) -> int:
+    return report.calls
+
+
+def build(graph: nx.DiGraph, optimizers: list[Optimizer], ctx: OptimizeContext) -> tuple[nx.DiGraph, dict[str, Any]]:
+    """Run the strategy chain on `graph`; returns the optimized graph and the build report."""
+    ctx.log(f"evaluating the zero-shot program on {len(ctx.devset)} dev examples")
+    before = ctx.evaluate(graph, ctx.devset)
+    ctx.log(f"zero-shot dev score {before.score:.3f} ({before.errors} errors)")
+    steps = []
+    current = graph
+    for opt in optimizers:
+        ctx.log(f"running {opt.name}({', '.join(f'{k}: {v}' for k, v in opt.options.items() if v is not None)})")
+        result = opt.compile(current, ctx)
+        current = result.graph
+        steps.append({"strategy": opt.name, "options": opt.options, **result.report})
+    after = ctx.evaluate(current, ctx.devset)
+    ctx.log(f"optimized dev score {after.score:.3f} ({after.errors} errors)")
+    demos = {n: len(current.nodes[n].get("demos", [])) for n in prompt_nodes(current)}
+    report = {
+        "train_examples": len(ctx.trainset),
+        "dev_examples": len(ctx.devset),
+        "score_before": round(before.score, 6),
+        "score_after": round(after.score, 6),
+        "errors_before": before.errors,
+        "errors_after": after.errors,
+        "eval_calls": _calls(before) + _calls(after),
+        "strategies": steps,
+        "demos_per_node": demos,
+    }
+    return current, report
