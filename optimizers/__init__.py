@@ -1,1 +1,25 @@
-"""lmpc.optimizers."""
+"""lmpc.optimizers: strategies that rewrite a pipeline graph's prompt nodes (instructions, demos).
+
+REGISTRY maps each implemented strategy's name (as written in an `optimize` block) to its class.
+"""
+
+from lmpc.optimizers.base import OptimizeContext, Optimizer, OptimizerConfigError, OptimizeResult
+from lmpc.optimizers.bootstrap import BootstrapFewShot, TeacherBrokenError
+from lmpc.optimizers.labeled import LabeledFewShot
+from lmpc.optimizers.random_search import RandomSearch
+
+REGISTRY: dict[str, type[Optimizer]] = {
+    cls.name: cls for cls in (LabeledFewShot, BootstrapFewShot, RandomSearch)
+}
+
+__all__ = [
+    "REGISTRY",
+    "BootstrapFewShot",
+    "LabeledFewShot",
+    "OptimizeContext",
+    "OptimizeResult",
+    "Optimizer",
+    "OptimizerConfigError",
+    "RandomSearch",
+    "TeacherBrokenError",
+]

@@ -2,14 +2,17 @@
 
 Seeds are the example programs and tests/data/ok/*.lmp. Each run applies one to four
 mutations (characters and whole tokens deleted, inserted, swapped, duplicated; keywords and
-punctuation inserted) and then requires that `analyze`:
+punctuation inserted; a name replaced by another name of the file) and then requires that
+`analyze`:
 
 * returns normally (no exception of any kind escapes it);
 * returns either a program (then its graphs render and survive a JSON round trip) or at
   least one error;
 * points every diagnostic inside the file (1 <= line <= number of lines + 1, col >= 1).
 
-LMPC_FUZZ_EXAMPLES raises the number of runs per seed for a longer local hunt.
+LMPC_FUZZ_EXAMPLES=N runs N mutants per seed instead, for a longer hunt:
+
+    LMPC_FUZZ_EXAMPLES=20000 .venv/bin/pytest tests/compiler/test_fuzz.py -k mutations
 """
 
 from __future__ import annotations
@@ -28,7 +31,8 @@ from lmpc.compiler.render import FORMATS
 
 ROOT = Path(__file__).resolve().parents[2]
 SEEDS = sorted(ROOT.glob("examples/**/*.lmp")) + sorted((ROOT / "tests/data/ok").glob("*.lmp"))
-EXAMPLES_PER_SEED = int(os.environ.get("LMPC_FUZZ_EXAMPLES", "300"))
+# About 5000 runs in all (~25 s on 2 cores); LMPC_FUZZ_EXAMPLES sets the runs per seed instead.
+EXAMPLES_PER_SEED = int(os.environ.get("LMPC_FUZZ_EXAMPLES", "0")) or max(100, 5000 // max(1, len(SEEDS)))
 
 TOKEN = re.compile(r'"""(?:[^"\\]|\\.|"(?!""))*"""|"(?:[^"\\\n]|\\.)*"|->|[A-Za-z_]\w*|-?\d+(?:\.\d+)?|#[^\n]*|\s+|.',
                    re.S)
@@ -51,7 +55,7 @@ def mutated(draw, seed_text: str) -> str:
     text = seed_text
     for _ in range(draw(st.integers(1, 4))):
         kind = draw(st.sampled_from(["del_char", "ins_char", "swap_char", "dup_char",
-                                     "del_tok", "dup_tok", "swap_tok", "ins_tok", "ins_name"]))
+                                     "del_tok", "dup_tok", "swap_tok", "ins_tok", "ins_name", "rep_name"]))
         if kind.endswith("_char"):
             if not text:
                 text = draw(CHARS)
@@ -82,7 +86,13 @@ def mutated(draw, seed_text: str) -> str:
             toks.insert(i, draw(st.sampled_from(KEYWORDS + PUNCT)) + draw(st.sampled_from(["", " "])))
         else:  # a name that the file already uses, somewhere it does not belong
             names = sorted({t for t in toks if re.fullmatch(r"[A-Za-z_]\w*", t)})
-            toks.insert(i, " " + draw(st.sampled_from(names)) + " ")
+            if not names:
+                continue
+            if kind == "ins_name":
+                toks.insert(i, " " + draw(st.sampled_from(names)) + " ")
+            else:  # replace one name by another: wrong references, cycles, type mismatches
+                at = [k for k, t in enumerate(toks) if t in names]
+                toks[draw(st.sampled_from(at))] = draw(st.sampled_from(names))
         text = "".join(toks)
     return text
 
@@ -134,4 +144,32 @@ def test_mutations_never_crash(seed_path: Path):
     "type T = list[list[", "signature S { a -> b }\n" * 3, "\r\n\r\n", "pipeline p(x) -> y { return y: x.y.z }",
 ])
 def test_edge_inputs(text: str):
+    check_invariants(text)
+
+
+@pytest.mark.parametrize("kind", ["brackets", "list types", "type chain", "call chain"])
+def test_absurd_nesting_is_a_diagnostic_not_a_crash(kind: str):
+    """Past Python's recursion limit the compiler reports a syntax error (as CPython does
+    for too many nested parentheses) instead of raising RecursionError."""
+    n = 1200 if kind == "call chain" else 3000  # (Python's default limit is 1000 frames)
+    if kind == "brackets":
+        text = ("signature S = x: list[str] -> y\npipeline p(a: str) -> (y: str) {\n"
+                f"    s = predict S(x: {'[' * n}a{']' * n})\n    return y: s.y\n}}\n")
+    elif kind == "list types":
+        text = f"type T = {'list[' * n}str{']' * n}\n"
+    elif kind == "type chain":
+        text = "".join(f"type T{i} = T{i + 1}\n" for i in range(n)) + f"type T{n} = str\n"
+    else:
+        text = "signature S = x -> y\n" + "".join(
+            f"pipeline p{i}(x: str) -> (y: str) {{ c = p{i + 1}(x: x) return y: c.y }}\n" for i in range(n)
+        ) + f"pipeline p{n}(x: str) -> (y: str) {{ s = predict S(x: x) return y: s.y }}\n"
+    program, diags = analyze(text, "deep.lmp")
+    assert program is None
+    (d,) = diags
+    assert d.code == "syntax-error"
+    if kind in ("brackets", "list types"):
+        assert "too many nested brackets" in d.message
+        assert d.span.line == (3 if kind == "brackets" else 1)
+    else:
+        assert (d.span.line, d.span.col) == (1, 1) and "nest too deeply" in d.message
     check_invariants(text)

@@ -1,0 +1,186 @@
+"""bootstrap_few_shot: run a teacher over the training set, keep the steps of the runs that
+pass the metric as demos of every prompt node (intermediate ones included).
+
+The teacher is the same graph (or, with `teacher: NAME`, the same graph with every prompt
+node on that declared model). It runs over the whole training set as one batch, so the calls
+of each node are issued back to back (llama.cpp prefix reuse). Round r > 0 re-runs only the
+examples that still fail, as another sample (its own cache entries) at temperature 0.7.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+import networkx as nx
+
+from lmpc.compiler.ir import PROMPT_KINDS, prompt_nodes
+from lmpc.optimizers.base import OptimizeContext, Optimizer, OptimizerConfigError, OptimizeResult
+from lmpc.optimizers.demos import copy_graph, label_fields, rng_for, select
+from lmpc.optimizers.labeled import labeled_demos
+from lmpc.runtime.data import Example
+from lmpc.runtime.errors import LmpcRuntimeError
+
+# A run becomes demos only with full marks: for 0/1 metrics this is DSPy's "truthy"; for graded
+# metrics (f1, a judge's 0..1) a partly right answer would teach a partly wrong one.
+PASS_SCORE = 1.0
+RETRY_TEMPERATURE = 0.7  # rounds after the first draw fresh samples, as DSPy does
+
+
+class TeacherBrokenError(LmpcRuntimeError):
+    """More than half of the training examples failed with an error on the teacher."""
+
+
+@dataclass
+class TeacherRun:
+    """What a teacher's run over the training set gives: per node, its bootstrapped candidates."""
+
+    teacher: str | None
+    train: int
+    rounds: int = 0
+    calls: int = 0
+    errors: int = 0  # examples whose first run raised (a step error, or the metric raised)
+    passed: list[str] = field(default_factory=list)  # sources, in training-set order
+    candidates: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    first_errors: list[str] = field(default_factory=list)
+
+    def summary(self) -> dict[str, Any]:
+        return {"teacher": self.teacher, "train": self.train, "rounds": self.rounds, "calls": self.calls,
+                "errors": self.errors, "passed": len(self.passed), "error_examples": self.first_errors}
+
+
+def check_teacher(name: str, graph: nx.DiGraph, teacher: str | None) -> None:
+    models = graph.graph.get("models", {})
+    if teacher is not None and teacher not in models:
+        raise OptimizerConfigError(f"{name}: teacher `{teacher}` is not a declared model "
+                                   f"(declared: {', '.join(models) or 'none'}); declare it with "
+                                   f"`model {teacher} = ...` and pass its name, e.g. `teacher: {teacher}`")
+
+
+def run_teacher(name: str, graph: nx.DiGraph, ctx: OptimizeContext, teacher: str | None,
+                max_rounds: int) -> TeacherRun:
+    """Run the teacher over ctx.trainset (one batch per round) and collect, per prompt node,
+    (inputs, parsed outputs) of every run whose prediction scores PASS_SCORE or more."""
+    examples = ctx.trainset
+    run = TeacherRun(teacher, len(examples), candidates={n: [] for n in prompt_nodes(graph)})
+    step_to_node = {graph.nodes[n]["step"]: n for n in run.candidates}
+    program = ctx.program(graph, model=teacher)
+    pending = list(range(len(examples)))
+    passed: set[int] = set()
+    for r in range(max_rounds):
+        if not pending:
+            break
+        run.rounds = r + 1
+        if r == 0:
+            results = program.batch([examples[i].inputs for i in pending])
+        else:
+            results = program.batch([examples[i].inputs for i in pending], sample=r, temperature=RETRY_TEMPERATURE)
+        still = []
+        for i, res in zip(pending, results):
+            ex = examples[i]
+            run.calls += sum(e.model is not None for e in res.trace)
+            error = str(res.error) if res.error is not None else None
+            score = 0.0
+            if error is None:
+                try:
+                    score = float(ctx.metric(ex, res.values or {}))
+                except Exception as e:  # a user's metric raised: this example cannot pass
+                    error = f"metric raised {type(e).__name__}: {e}"
+            if error is not None:
+                if r == 0:
+                    run.errors += 1
+                    if len(run.first_errors) < 3:
+                        run.first_errors.append(f"{ex.source}: {error}")
+                still.append(i)
+                continue
+            if score < PASS_SCORE:
+                still.append(i)
+                continue
+            passed.add(i)
+            for e in res.trace:
+                nid = step_to_node.get(e.step)
+                if nid is None or e.kind not in PROMPT_KINDS or e.parsed is None or e.error is not None:
+                    continue
+                run.candidates[nid].append({"inputs": copy.deepcopy(e.inputs), "outputs": copy.deepcopy(e.parsed),
+                                            "source": ex.source, "kind": "bootstrapped"})
+        if r == 0 and examples and run.errors * 2 > len(examples):
+            raise TeacherBrokenError(
+                f"{name}: the teacher is broken: {run.errors} of {len(examples)} training examples failed "
+                f"with an error (more than half), e.g. {run.first_errors[0]}. Fix the model or the program "
+                f"(`lmpc run` on one example shows the error) before optimizing.")
+        pending = still
+    run.passed = [examples[i].source for i in sorted(passed)]
+    return run
+
+
+def choose_demos(graph: nx.DiGraph, run: TeacherRun, examples: list[Example], max_demos: int,
+                 max_labeled: int, seed: Any) -> tuple[nx.DiGraph, dict[str, dict[str, Any]]]:
+    """A copy of `graph` whose prompt nodes get up to max_demos bootstrapped demos (label
+    coverage), then labeled demos from other examples up to max_labeled demos in all."""
+    out = copy_graph(graph)
+    boot: dict[str, list[dict]] = {}
+    for nid in prompt_nodes(graph):
+        boot[nid] = select(graph.nodes[nid], run.candidates.get(nid, []), max_demos, rng_for("bootstrap", seed, nid))
+    used = {nid: {d["source"] for d in demos} for nid, demos in boot.items()}
+    labeled: dict[str, list[dict]] = {}
+    skipped: dict[str, str] = {}
+    if max_labeled > 0:
+        # per node: fill up to max_labeled; labeled_demos takes one k, so ask per node
+        for nid in prompt_nodes(graph):
+            k = max_labeled - len(boot[nid])
+            if k <= 0:
+                continue
+            sub, why = labeled_demos(graph, examples, k, seed, exclude=used, only=[nid])
+            labeled.update(sub)
+            skipped.update(why)
+    report: dict[str, dict[str, Any]] = {}
+    for nid in prompt_nodes(graph):
+        demos = boot[nid] + labeled.get(nid, [])
+        out.nodes[nid]["demos"] = demos
+        node = graph.nodes[nid]
+        entry: dict[str, Any] = {"candidates": len(run.candidates.get(nid, [])),
+                                 "bootstrapped": [d["source"] for d in boot[nid]],
+                                 "labeled": [d["source"] for d in labeled.get(nid, [])]}
+        if label_fields(node):
+            labels = Counter("/".join(str(d["outputs"].get(f)) for f in label_fields(node)) for d in demos)
+            entry["labels"] = dict(sorted(labels.items()))
+        if nid in skipped:
+            entry["labeled_skipped"] = skipped[nid]
+        report[nid] = entry
+    return out, report
+
+
+class BootstrapFewShot(Optimizer):
+    """DSPy's BootstrapFewShot with label coverage, batched teacher runs and an error budget."""
+
+    name = "bootstrap_few_shot"
+    options_spec = {
+        "max_demos": ((int,), 4),
+        "max_labeled": ((int,), 16),
+        "max_rounds": ((int,), 1),
+        "teacher": ((str,), None),
+        "seed": ((int,), None),
+    }
+
+    def __init__(self, **options: Any):
+        super().__init__(**options)
+        for key, low in (("max_demos", 0), ("max_labeled", 0), ("max_rounds", 1)):
+            if self.options[key] < low:
+                raise OptimizerConfigError(f"{self.name}: `{key}` must be {low} or more, not {self.options[key]}")
+
+    def planned_calls(self, graph: nx.DiGraph, n_train: int, n_dev: int) -> dict[str, int]:
+        return {"teacher": n_train * self.options["max_rounds"] * len(prompt_nodes(graph))}
+
+    def compile(self, graph: nx.DiGraph, ctx: OptimizeContext) -> OptimizeResult:
+        o = self.options
+        seed = o["seed"] if o["seed"] is not None else ctx.seed
+        check_teacher(self.name, graph, o["teacher"])
+        if not ctx.trainset:
+            raise OptimizerConfigError(f"{self.name} needs training examples (`train` in the optimize block)")
+        run = run_teacher(self.name, graph, ctx, o["teacher"], o["max_rounds"])
+        ctx.log(f"{self.name}: {len(run.passed)} of {run.train} training examples passed on the teacher "
+                f"({run.errors} errors, {run.calls} calls, {run.rounds} round(s))")
+        out, nodes = choose_demos(graph, run, ctx.trainset, o["max_demos"], o["max_labeled"], seed)
+        return OptimizeResult(out, {"seed": seed, "calls": run.calls, **run.summary(), "nodes": nodes})

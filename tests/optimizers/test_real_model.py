@@ -1,0 +1,48 @@
+"""bootstrap_few_shot end to end on the real embedded model (SmolLM2-135M through llama.cpp)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from lmpc.compiler.api import compile_file
+from lmpc.compiler.ir import prompt_nodes
+from lmpc.optimizers import BootstrapFewShot, OptimizeContext
+from lmpc.runtime.data import Example
+from lmpc.runtime.models import create_model
+
+from .fake import exact_label
+
+ROOT = Path(__file__).resolve().parents[2]
+SENTIMENT = ROOT / "examples/sentiment"
+
+
+def test_bootstrap_on_smollm2_yields_demos_with_valid_labels():
+    g = compile_file(SENTIMENT / "sentiment.lmp").graphs["classify"]
+    lines = (SENTIMENT / "data/train.jsonl").read_text().splitlines()[:6]
+    train = []
+    for i, line in enumerate(lines):
+        row = json.loads(line)
+        train.append(Example({"text": row["text"]}, {"label": row["label"]}, f"train.jsonl:{i + 1}", row))
+    spec = g.graph["models"]["local"]
+    model = create_model("local", spec["provider"], spec["options"])  # one instance, shared
+    ctx = OptimizeContext(trainset=train, devset=[], metric=exact_label, models={"local": model},
+                          log=lambda _: None)
+    try:
+        result = BootstrapFewShot(max_demos=2).compile(g, ctx)
+        prog = ctx.program(result.graph)
+        after = prog.batch([{"text": "I love this, best day ever!"}])[0]
+    finally:
+        ctx.close()
+        model.close()
+    (nid,) = prompt_nodes(result.graph)
+    demos = result.graph.nodes[nid]["demos"]
+    report = result.report
+    assert report["calls"] == 6 and report["errors"] == 0 and report["rounds"] == 1
+    boot = [d for d in demos if d["kind"] == "bootstrapped"]
+    assert len(boot) == min(2, report["passed"])
+    assert len(demos) == len(boot) + min(16 - len(boot), 6 - len(boot))  # labeled fill from the rest
+    assert all(d["outputs"]["label"] in ("positive", "negative") for d in demos)
+    gold = {ex.source: ex.gold["label"] for ex in train}
+    assert all(d["outputs"]["label"] == gold[d["source"]] for d in demos), "demos carry correct labels"
+    assert after.ok and after.values["label"] in ("positive", "negative")
