@@ -83,6 +83,12 @@ def cmd_build(args: argparse.Namespace) -> int:
         devset = load_data(prog, settings["dev"])
     except DataError as e:
         raise UsageError(str(e)) from None
+    # Demos record where they came from; relative to the .lmp folder, so artifacts are portable.
+    base = Path(args.file).parent.resolve()
+    for ex in trainset + devset:
+        path, sep, line = ex.source.rpartition(":")
+        if sep and Path(path).exists():
+            ex.source = f"{os.path.relpath(Path(path).resolve(), base)}:{line}"
 
     stages = plan(prog.graph, optimizers, len(trainset), len(devset))
     if args.dry_run:
@@ -117,7 +123,6 @@ def cmd_build(args: argparse.Namespace) -> int:
     if metric_spec.get("kind") == "pipeline":
         graphs[metric_spec["name"]] = checked.graphs[metric_spec["name"]]
     # Data paths as `lmpc eval` on the artifact reads them: relative to the .lmp file's folder.
-    base = Path(args.file).parent.resolve()
     optimize = {**settings, **{k: os.path.relpath(Path(settings[k]).resolve(), base) for k in ("train", "dev")}}
     data = make_artifact(checked, pipeline, graphs, out, optimize, report)
     write_artifact(out, data)

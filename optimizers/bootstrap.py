@@ -80,7 +80,7 @@ def run_teacher(name: str, graph: nx.DiGraph, ctx: OptimizeContext, teacher: str
         still = []
         for i, res in zip(pending, results):
             ex = examples[i]
-            run.calls += sum(e.model is not None for e in res.trace)
+            run.calls += sum(e.kind in PROMPT_KINDS for e in res.trace)  # attempted: cached, failed included
             error = str(res.error) if res.error is not None else None
             score = 0.0
             if error is None:

@@ -18,7 +18,7 @@ import copy
 import json
 import random
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Sequence, TypeVar
+from typing import Any, Iterable, Sequence
 
 import networkx as nx
 
@@ -27,7 +27,6 @@ from lmpc.runtime.data import Example
 from lmpc.runtime.values import evaluate, get_path, validation_error
 
 REASONING = "reasoning"
-T = TypeVar("T")
 
 
 def copy_graph(graph: nx.DiGraph) -> nx.DiGraph:

@@ -57,11 +57,14 @@ def validation_error(value: Any, schema: dict) -> str | None:
 
 def coerce_text(text: str, schema: dict) -> Any:
     """A command-line string as a value of `schema`'s type (`--input n=3` gives the int 3)."""
+    if "anyOf" in schema:  # T?: null, or the inner type's reading
+        if text == "null":
+            return None
+        inner = [s for s in schema["anyOf"] if s.get("type") != "null"]
+        return coerce_text(text, inner[0]) if inner else text
     kind = schema.get("type")
     if kind == "string" or "enum" in schema:
         return text
-    if "anyOf" in schema and text == "null":
-        return None
     try:
         return json.loads(text)
     except json.JSONDecodeError:

@@ -131,3 +131,12 @@ def examples(texts: list[str], start: int = 0) -> list[Example]:
 
 def exact_label(example: Example, prediction: dict[str, Any]) -> float:
     return float(prediction.get("label") == example.gold.get("label"))
+
+
+CONTEXTS: list = []
+
+
+def track(ctx):
+    """Register an OptimizeContext for closing after the test (conftest.py)."""
+    CONTEXTS.append(ctx)
+    return ctx

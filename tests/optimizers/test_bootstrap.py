@@ -11,13 +11,15 @@ from lmpc.compiler.ir import to_json
 from lmpc.optimizers import BootstrapFewShot, OptimizeContext, OptimizerConfigError, TeacherBrokenError
 from lmpc.runtime.budget import CallBudget
 from lmpc.runtime.budget import BudgetExceededError
+from lmpc.runtime.metrics import BUILTIN_METRICS
 
-from .fake import TWO_STEP, FakeModel, broken_on, correct, exact_label, examples, graph, wrong
+from .fake import track, TWO_STEP, FakeModel, broken_on, correct, examples, graph, wrong
 
 
 def context(train, models=None, **kw):
     models = models or {"m": FakeModel("m", correct)}
-    return OptimizeContext(trainset=train, devset=[], metric=exact_label, models=models, log=lambda _: None, **kw)
+    metric = BUILTIN_METRICS["exact_match"](["label"])  # the builtin, as `metric exact_match(label)` gives
+    return track(OptimizeContext(trainset=train, devset=[], metric=metric, models=models, log=lambda _: None, **kw))
 
 
 def test_one_passing_example_becomes_exactly_one_demo():

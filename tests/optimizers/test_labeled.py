@@ -9,12 +9,13 @@ from lmpc.compiler.optimize_spec import STRATEGIES
 from lmpc.optimizers import REGISTRY, LabeledFewShot, OptimizeContext, OptimizerConfigError
 from lmpc.runtime.prompt import render_messages
 
-from .fake import COT, TWO_STEP, FakeModel, correct, exact_label, examples, graph
+from .fake import track, COT, TWO_STEP, FakeModel, correct, exact_label, examples, graph
 
 
 def context(train, fake=None, **kw):
-    return OptimizeContext(trainset=train, devset=[], metric=exact_label, models={"m": fake or FakeModel("m", correct)},
-                           log=lambda _: None, **kw)
+    models = {"m": fake or FakeModel("m", correct)}
+    return track(OptimizeContext(trainset=train, devset=[], metric=exact_label, models=models, log=lambda _: None,
+                                 **kw))
 
 
 def test_registry_matches_the_compilers_strategy_options():

@@ -5,7 +5,7 @@ from __future__ import annotations
 from lmpc.compiler.ir import to_json
 from lmpc.optimizers import OptimizeContext, RandomSearch
 
-from .fake import FakeModel, correct, exact_label, examples, graph, truth, wrong
+from .fake import track, FakeModel, correct, exact_label, examples, graph, truth, wrong
 
 
 def needs_two_demos(f, demos, req):
@@ -14,8 +14,8 @@ def needs_two_demos(f, demos, req):
 
 
 def context(student, teacher, train, dev, **kw):
-    return OptimizeContext(trainset=train, devset=dev, metric=exact_label, log=lambda _: None,
-                           models={"m": student, "other": teacher}, **kw)
+    return track(OptimizeContext(trainset=train, devset=dev, metric=exact_label, log=lambda _: None,
+                           models={"m": student, "other": teacher}, **kw))
 
 
 def test_random_search_picks_the_planted_best_candidate_and_reports_all():

@@ -276,7 +276,8 @@ def test_judge_answers_that_are_not_scores(answer: Any, shown: str) -> None:
 
 def test_judge_missing_values_and_no_runner() -> None:
     m = make_metric(judge_spec(), judge=lambda _: {"ok": True}, judge_inputs={"answer", "gold_answer"})
-    with pytest.raises(MetricError, match=r"takes `gold_answer`, but example d\.jsonl:3 has no gold value for `answer`"):
+    with pytest.raises(MetricError,
+                       match=r"takes `gold_answer`, but example d\.jsonl:3 has no gold value for `answer`"):
         m(ex({}), {"answer": "a"})
     m = make_metric(judge_spec(), judge=lambda _: {"ok": True}, judge_inputs={"context"})
     with pytest.raises(MetricError, match="takes `context`, which is neither an input nor an output"):

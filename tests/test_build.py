@@ -1,0 +1,112 @@
+"""`lmpc build` end to end on the embedded model: the artifact, the budget, resuming."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT / "examples" / "sentiment" / "data"
+
+PROGRAM = '''
+type Label = "positive" | "negative"
+signature Sentiment {
+    "Classify the sentiment of a short text."
+    text: str
+    ->
+    label: Label
+}
+pipeline classify(text: str) -> (label: Label) {
+    s = predict Sentiment(text: text)
+    return label: s.label
+}
+optimize classify {
+    train "train.jsonl"
+    dev "dev.jsonl"
+    metric exact_match(label)
+    strategy bootstrap_few_shot(max_demos: 2)
+}
+'''
+
+
+def _short_rows(split: str, n: int) -> str:
+    rows = [json.loads(line) for line in (DATA / f"{split}.jsonl").read_text().splitlines()]
+    rows = sorted(rows, key=lambda r: len(r["text"]))  # short prompts: a fast test
+    picked = [r for r in rows if r["label"] == "positive"][: n // 2] + [r for r in rows if r["label"] == "negative"][: n // 2]
+    return "".join(json.dumps(r) + "\n" for r in picked)
+
+
+def _project(tmp_path: Path) -> Path:
+    (tmp_path / "train.jsonl").write_text(_short_rows("train", 4))
+    (tmp_path / "dev.jsonl").write_text(_short_rows("dev", 4))
+    src = tmp_path / "s.lmp"
+    src.write_text(PROGRAM)
+    return src
+
+
+def lmpc(*args: str, cache: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "lmpc", *args, "--cache-dir", str(cache)],
+                          capture_output=True, text=True, timeout=400)
+
+
+def test_build_writes_an_artifact_that_a_fresh_process_runs_identically(tmp_path):
+    src = _project(tmp_path)
+    plan = lmpc("build", str(src), "--dry-run", cache=tmp_path / "c")
+    assert plan.returncode == 0
+    assert "4  evaluate zero-shot on dev" in plan.stdout and "12  model calls in all" in plan.stdout
+
+    out = tmp_path / "s.lmpc.json"
+    r = lmpc("build", str(src), "-o", str(out), cache=tmp_path / "c")
+    assert r.returncode == 0, r.stderr
+    assert "dev score" in r.stdout and out.exists()
+    artifact = json.loads(out.read_text())
+    report = artifact["report"]
+    assert {"score_before", "score_after", "strategies"} <= set(report)
+    demos = [n["demos"] for n in artifact["graphs"]["classify"]["nodes"] if n["kind"] == "predict"][0]
+    boot = [d for d in demos if d["kind"] == "bootstrapped"]
+    assert 1 <= len(boot) <= 2 and all(d["outputs"]["label"] in ("positive", "negative") for d in demos)
+    assert all(d["source"].startswith("train.jsonl:") for d in demos)  # relative: artifacts are portable
+
+    # Python API in this process vs the CLI in a fresh one, on the artifact alone.
+    import lmpc as api
+
+    texts = ["I love it", "This is awful", "meh"]
+    prog = api.load(out, cache=False, trace_log=False)
+    here = [r.label for r in prog.batch([{"text": t} for t in texts])]
+    prog.close()
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
+    fresh = lmpc("run", str(out), "--input-file", str(rows), "--json", "--no-cache", cache=tmp_path / "c2")
+    assert fresh.returncode == 0, fresh.stderr
+    assert [json.loads(line)["outputs"]["label"] for line in fresh.stdout.splitlines()] == here
+
+    ev = lmpc("eval", str(out), "--json", cache=tmp_path / "c")  # dev data from the artifact's settings
+    assert ev.returncode == 0, ev.stderr
+    assert json.loads(ev.stdout)["score"] == report["score_after"]
+
+
+def test_a_build_stopped_by_its_budget_resumes_to_the_same_artifact(tmp_path):
+    src = _project(tmp_path)
+    whole = lmpc("build", str(src), "-o", str(tmp_path / "whole.json"), cache=tmp_path / "a")
+    assert whole.returncode == 0, whole.stderr
+
+    stopped = lmpc("build", str(src), "-o", str(tmp_path / "resumed.json"), "--max-calls", "6", cache=tmp_path / "b")
+    assert stopped.returncode == 1 and "budget of 6 model calls is spent" in stopped.stderr
+    assert "Traceback" not in stopped.stderr and not (tmp_path / "resumed.json").exists()
+
+    resumed = lmpc("build", str(src), "-o", str(tmp_path / "resumed.json"), cache=tmp_path / "b")
+    assert resumed.returncode == 0, resumed.stderr
+    assert "6 from cache" in resumed.stdout
+    assert (tmp_path / "resumed.json").read_text() == (tmp_path / "whole.json").read_text()
+
+
+def test_build_usage_errors_are_clean(tmp_path):
+    src = _project(tmp_path)
+    r = lmpc("build", str(src), "--strategy", "bootstrap(max_demos: 2)", cache=tmp_path / "c")
+    assert r.returncode == 1 and "did you mean `bootstrap_few_shot`" in r.stderr
+    r = lmpc("build", str(src), "--strategy", "bayesian(trials: 3)", cache=tmp_path / "c")
+    assert r.returncode == 2 and "not available in this version" in r.stderr
+    r = lmpc("build", str(src), "--train", str(tmp_path / "nope.jsonl"), cache=tmp_path / "c")
+    assert r.returncode == 2 and "no such file" in r.stderr and "Traceback" not in r.stderr
