@@ -23,6 +23,7 @@ from lmpc.runtime.errors import LmpcRuntimeError
 from lmpc.runtime.evaluate import EvalReport, evaluate
 from lmpc.runtime.metrics import Metric
 from lmpc.runtime.models import Model
+from lmpc.runtime.pool import ModelPool
 from lmpc.runtime.program import Program
 
 
@@ -46,13 +47,16 @@ class OptimizeContext:
     models: dict[str, Model] = field(default_factory=dict)  # shared instances (tests: a fake model)
     log: Callable[[str], None] = _stderr
     _programs: list[Program] = field(default_factory=list)
+    _pool: ModelPool | None = None
 
     def program(self, graph: nx.DiGraph, model: str | None = None) -> Program:
-        """A Program for `graph` sharing this build's cache, budget and model instances.
+        """A Program for `graph` sharing this build's cache, budget and loaded models.
 
         model: run every prompt node on this declared model (a teacher)."""
+        if self._pool is None:  # every graph of a build declares the same models
+            self._pool = ModelPool(graph.graph["models"], self.base_dir, instances=self.models)
         prog = Program(graph, base_dir=self.base_dir, cache=self.cache, trace_log=False, model=model,
-                       budget=self.budget, models=self.models)
+                       budget=self.budget, pool=self._pool)
         self._programs.append(prog)
         return prog
 
@@ -61,9 +65,11 @@ class OptimizeContext:
 
     def close(self) -> None:
         for p in self._programs:
-            p.executor.close()
-            p.pool.close()
+            p.close()
         self._programs.clear()
+        if self._pool is not None:
+            self._pool.close()
+            self._pool = None
 
 
 @dataclass

@@ -52,7 +52,7 @@ class Program:
     def __init__(self, graph: nx.DiGraph, *, base_dir: str | Path | None = None,
                  cache: CallCache | bool | str | Path = True, trace_log: TraceLog | bool | str | Path = True,
                  model: str | None = None, max_workers: int = 8, budget: CallBudget | None = None,
-                 models: dict[str, Model] | None = None):
+                 models: dict[str, Model] | None = None, pool: ModelPool | None = None):
         self.graph = graph
         self.base_dir = Path(base_dir) if base_dir else None
         if isinstance(cache, CallCache):
@@ -69,7 +69,9 @@ class Program:
         specs = graph.graph["models"]
         if model is not None and model not in specs:
             raise LmpcRuntimeError(f"no model named `{model}` (declared: {', '.join(specs)})")
-        self.pool = ModelPool(specs, self.base_dir, instances=models)
+        # A shared pool (one per build) keeps each model loaded once across many programs.
+        self._owns_pool = pool is None
+        self.pool = pool if pool is not None else ModelPool(specs, self.base_dir, instances=models)
         self.budget = budget
         self.executor = Executor(graph, self.pool, self.cache, self.trace_log, self.base_dir,
                                  model_override=model, max_workers=max_workers, budget=budget)
@@ -102,8 +104,9 @@ class Program:
 
     def close(self) -> None:
         self.executor.close()
-        self.pool.close()
-        self.cache.close()
+        if self._owns_pool:
+            self.pool.close()
+            self.cache.close()
 
     def __enter__(self) -> "Program":
         return self

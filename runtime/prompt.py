@@ -59,9 +59,22 @@ def system_message(node: dict) -> str:
     return "\n".join(lines)
 
 
+DEMO_FORMATS = ("turns", "block")
+
+
 def render_messages(node: dict, inputs: dict[str, Any]) -> list[dict[str, str]]:
-    messages = [{"role": "system", "content": system_message(node)}]
-    for demo in node.get("demos", []):
+    """Demos render as prior user/assistant turns ("turns", the default) or as one examples
+    block at the end of the system message ("block"); which works better is model-specific
+    and is an optimizer's choice (node attribute `demo_format`)."""
+    demos = node.get("demos", [])
+    system = system_message(node)
+    if demos and node.get("demo_format", "turns") == "block":
+        shown = "\n\n".join(f"{render_inputs(node, d['inputs'])}\nAnswer: {render_outputs(node, d['outputs'])}"
+                             for d in demos)
+        return [{"role": "system", "content": f"{system}\n\nExamples:\n\n{shown}"},
+                {"role": "user", "content": render_inputs(node, inputs)}]
+    messages = [{"role": "system", "content": system}]
+    for demo in demos:
         messages.append({"role": "user", "content": render_inputs(node, demo["inputs"])})
         messages.append({"role": "assistant", "content": render_outputs(node, demo["outputs"])})
     messages.append({"role": "user", "content": render_inputs(node, inputs)})
