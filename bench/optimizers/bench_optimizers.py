@@ -42,17 +42,23 @@ def main() -> None:
     ap.add_argument("example", choices=sorted(EXAMPLES))
     ap.add_argument("--configs", default=",".join(CONFIGS))
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--builtin", help="run on this builtin model instead (e.g. gemma3-270m)")
     args = ap.parse_args()
     src = EXAMPLES[args.example]
+    text = src.read_text()
+    if args.builtin:  # same program and data, another embedded model as the default
+        text = f'model swapped = llama_cpp(builtin: "{args.builtin}", temperature: 0)\n' + "\n".join(
+            line for line in text.splitlines() if not line.startswith("model "))
     with tempfile.TemporaryDirectory() as d:
         cache = CallCache(Path(d) / "c.sqlite")
-        prog = lmpc.compile_file(src, cache=cache, trace_log=False)
+        prog = lmpc.compile_source(text, str(src), base_dir=src.parent, cache=cache, trace_log=False)
         settings = prog.optimize_settings
         train = lmpc.api.load_data(prog, src.parent / settings["train"])
         dev = lmpc.api.load_data(prog, src.parent / settings["dev"])
         metric = lmpc.api.resolve_metric(prog, settings["metric"])
         ctx = OptimizeContext(train, dev, metric, seed=args.seed, cache=cache, base_dir=src.parent)
-        print(f"{args.example}: {len(train)} train, {len(dev)} dev, metric {settings['metric']['name']}, seed {args.seed}")
+        model = args.builtin or "declared model"
+        print(f"{args.example} on {model}: {len(train)} train, {len(dev)} dev, metric {settings['metric']['name']}, seed {args.seed}")
         print("| configuration | strategy | dev score | errors | demos per node | model calls | wall (s) |")
         print("|---|---|---:|---:|---:|---:|---:|")
         for name in args.configs.split(","):
