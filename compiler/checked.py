@@ -80,3 +80,16 @@ class CheckedProgram:
         judges = {o.settings.get("metric", {}).get("name") for o in self.optimize.values()
                   if o.settings.get("metric", {}).get("kind") == "pipeline"}
         return [n for n in self.pipelines if n not in called and n not in judges]
+
+    def choose_pipeline(self, name: str | None = None) -> str:
+        """The pipeline to run: `name`, else the single entry pipeline. ValueError says why not."""
+        if name is not None:
+            if name not in self.pipelines:
+                raise ValueError(f"{self.path} has no pipeline `{name}` (it has: {', '.join(self.pipelines) or 'none'})")
+            return name
+        entries = self.entry_pipelines()
+        if len(entries) == 1:
+            return entries[0]
+        if not self.pipelines:
+            raise ValueError(f"{self.path} declares no pipeline")
+        raise ValueError(f"{self.path} has several pipelines ({', '.join(entries)}); choose one with --pipeline")

@@ -13,17 +13,10 @@ from lmpc.runtime.program import Program
 
 def choose_pipeline(checked: CheckedProgram, pipeline: str | None) -> str:
     """The pipeline to run: the one named, else the single one no other pipeline calls."""
-    if pipeline is not None:
-        if pipeline not in checked.pipelines:
-            raise LmpcRuntimeError(f"{checked.path} has no pipeline `{pipeline}` "
-                                   f"(it has: {', '.join(checked.pipelines) or 'none'})")
-        return pipeline
-    entries = checked.entry_pipelines()
-    if len(entries) == 1:
-        return entries[0]
-    if not checked.pipelines:
-        raise LmpcRuntimeError(f"{checked.path} declares no pipeline")
-    raise LmpcRuntimeError(f"{checked.path} has several pipelines ({', '.join(entries)}); choose one")
+    try:
+        return checked.choose_pipeline(pipeline)
+    except ValueError as e:
+        raise LmpcRuntimeError(str(e)) from None
 
 
 def program_from_checked(checked: CheckedProgram, pipeline: str | None = None, base_dir: str | Path | None = None,

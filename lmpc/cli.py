@@ -50,17 +50,11 @@ def cmd_check(args: argparse.Namespace) -> int:
     return worst
 
 
-def _pick_pipeline(program, name: str | None, path: str) -> str:
-    if name is not None:
-        if name not in program.pipelines:
-            raise UsageError(f"{path} has no pipeline `{name}` (it has: {', '.join(program.pipelines)})")
-        return name
-    entries = program.entry_pipelines()
-    if len(entries) == 1:
-        return entries[0]
-    if not program.pipelines:
-        raise UsageError(f"{path} declares no pipeline")
-    raise UsageError(f"{path} has several pipelines ({', '.join(entries)}); choose one with --pipeline")
+def _pick_pipeline(program, name: str | None) -> str:
+    try:
+        return program.choose_pipeline(name)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
 
 
 def load_program(path: str):
@@ -88,7 +82,7 @@ def cmd_graph(args: argparse.Namespace) -> int:
         program = load_program(args.file)
         if program is None:
             return EXIT_DIAGNOSTICS
-        g = program.graphs[_pick_pipeline(program, args.pipeline, args.file)]
+        g = program.graphs[_pick_pipeline(program, args.pipeline)]
     if args.output and Path(args.output).suffix in (".png", ".svg", ".pdf"):
         dot = shutil.which("dot")
         if dot is None:
