@@ -31,23 +31,19 @@ def parse_inputs(pairs: list[str], fields: dict[str, dict]) -> dict[str, Any]:
 
 
 def read_rows(path: str) -> list[dict[str, Any]]:
-    """JSON lines; a bad line is a usage error that names file and line."""
+    """Rows of a JSONL, JSON, CSV or TSV file (or hf://...); a bad row is a usage error with file:line."""
+    from lmpc.runtime.data import DataError
+    from lmpc.runtime.data import read_rows as rows_of
+
     try:
-        lines = Path(path).read_text(encoding="utf-8").splitlines()
-    except OSError as e:
-        raise _usage_error(f"cannot read {path}: {e.strerror or e}") from None
-    rows = []
-    for i, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise _usage_error(f"{path}:{i}:{e.colno}: invalid JSON: {e.msg}") from None
-        if not isinstance(row, dict):
-            raise _usage_error(f"{path}:{i}: a row must be a JSON object")
-        rows.append(row)
-    return rows
+        rows = []
+        for _, row in rows_of(path):
+            if isinstance(row, DataError):
+                raise row
+            rows.append(row)
+        return rows
+    except DataError as e:
+        raise _usage_error(str(e)) from None
 
 
 def is_artifact(path: str) -> bool:
@@ -174,7 +170,7 @@ def add_run_commands(sub: argparse._SubParsersAction) -> None:
     r.add_argument("file", metavar="FILE", help=".lmp file or built artifact (.json)")
     r.add_argument("--input", "-i", action="append", metavar="NAME=VALUE",
                    help="an input value (repeatable); non-string types are read as JSON")
-    r.add_argument("--input-file", metavar="ROWS.jsonl", help="run every row of a JSON-lines file")
+    r.add_argument("--input-file", metavar="ROWS", help="run every row of a JSONL, JSON, CSV or TSV file")
     r.add_argument("--json", action="store_true", help="print one JSON line per row")
     add_program_options(r)
     r.set_defaults(func=cmd_run)
