@@ -25,12 +25,11 @@ from lmpc.runtime.errors import LmpcRuntimeError, OutputError
 from lmpc.runtime.models import GenerationRequest
 from lmpc.runtime.outputs import parse_output
 from lmpc.runtime.pool import ModelPool
-from lmpc.runtime.prompt import output_schema, render_messages
+from lmpc.runtime.prompt import (
+    MAX_DECODING_TOKENS, decoding_budget, decoding_schema, output_schema, render_messages,
+)
 from lmpc.runtime.trace import TraceEvent, TraceLog
 from lmpc.runtime.values import evaluate, get_path, validation_error
-
-DEFAULT_MAX_TOKENS = {"predict": 256, "chain_of_thought": 512}
-
 
 class StepError(LmpcRuntimeError):
     """A step failed for one row; names the step and its source line, keeps raw model text."""
@@ -212,10 +211,10 @@ class Executor:
         model = self.pool.get(name)
         options = self.pool.options(name)
         messages = render_messages(node, inputs)
-        schema = output_schema(node)
+        schema = decoding_schema(node)
         request = GenerationRequest(
             messages=messages, json_schema=schema,
-            max_tokens=int(options.get("max_tokens", DEFAULT_MAX_TOKENS[node["kind"]])),
+            max_tokens=int(options.get("max_tokens", min(decoding_budget(schema), MAX_DECODING_TOKENS))),
             temperature=float(self._decoding["temperature"] if self._decoding["temperature"] is not None
                               else options.get("temperature", 0.0)),
             seed=int(options.get("seed", 0)) + self._decoding["sample"],
@@ -233,7 +232,7 @@ class Executor:
         value, hit = self.cache.get_or_compute(key, compute)
         event.model, event.messages, event.raw, event.cache_hit = name, messages, value["text"], hit
         event.prompt_tokens, event.completion_tokens = value["prompt_tokens"], value["completion_tokens"]
-        return parse_output(value["text"], schema, "the model's output")
+        return parse_output(value["text"], output_schema(node), "the model's output")
 
     def close(self) -> None:
         self.threads.shutdown(wait=True)

@@ -11,19 +11,61 @@ from __future__ import annotations
 import json
 from typing import Any
 
-# Free-text reasoning is bounded so a small model cannot ramble until max_tokens.
+# Decoding bounds. A small model can repeat itself inside a string or a list until
+# max_tokens, leaving JSON that never closes; with these bounds the grammar forces every
+# string and list to close, and max_tokens is sized to the bound (decoding_budget).
 REASONING_MAX_CHARS = 400
+TEXT_MAX_CHARS = 1000  # a free-text output field
+ITEM_MAX_CHARS = 200  # a string inside a list or an object
+LIST_MAX_ITEMS = 10
+MAX_DECODING_TOKENS = 2048
 
 
 def output_schema(node: dict) -> dict:
-    """The JSON object a prompt node must produce; reasoning (if any) comes first."""
-    props: dict[str, Any] = {}
-    for name, f in node["outputs"].items():
-        schema = dict(f["schema"])
-        if name == "reasoning" and node["kind"] == "chain_of_thought":
-            schema = {"type": "string", "maxLength": REASONING_MAX_CHARS}
-        props[name] = schema
+    """The JSON object a prompt node must produce (validation); reasoning comes first."""
+    props: dict[str, Any] = {"reasoning": {"type": "string"}} if node["kind"] == "chain_of_thought" else {}
+    props.update((name, f["schema"]) for name, f in node["outputs"].items() if name not in props)
     return {"type": "object", "properties": props, "required": list(props), "additionalProperties": False}
+
+
+def _bounded(schema: dict, max_chars: int) -> dict:
+    if "anyOf" in schema:
+        return {**schema, "anyOf": [_bounded(s, max_chars) for s in schema["anyOf"]]}
+    kind = schema.get("type")
+    if kind == "string" and "enum" not in schema:
+        return {**schema, "maxLength": min(schema.get("maxLength", max_chars), max_chars)}
+    if kind == "array":
+        return {**schema, "items": _bounded(schema.get("items", {}), ITEM_MAX_CHARS),
+                "maxItems": min(schema.get("maxItems", LIST_MAX_ITEMS), LIST_MAX_ITEMS)}
+    if kind == "object":
+        return {**schema, "properties": {k: _bounded(v, ITEM_MAX_CHARS) for k, v in schema.get("properties", {}).items()}}
+    return schema
+
+
+def decoding_schema(node: dict) -> dict:
+    """output_schema with every free-text string and list bounded: what the model decodes under."""
+    schema = output_schema(node)
+    props = {}
+    for name, s in schema["properties"].items():
+        limit = REASONING_MAX_CHARS if name == "reasoning" and node["kind"] == "chain_of_thought" else TEXT_MAX_CHARS
+        props[name] = _bounded(s, limit)
+    return {**schema, "properties": props}
+
+
+def decoding_budget(schema: dict) -> int:
+    """Tokens enough for the longest output the bounded schema allows (1 char per token at worst)."""
+    if "anyOf" in schema:
+        return max(decoding_budget(s) for s in schema["anyOf"])
+    if "enum" in schema:
+        return max(len(json.dumps(v)) for v in schema["enum"]) + 2
+    kind = schema.get("type")
+    if kind == "string":
+        return schema.get("maxLength", TEXT_MAX_CHARS) + 2
+    if kind == "array":
+        return schema.get("maxItems", LIST_MAX_ITEMS) * (decoding_budget(schema.get("items", {})) + 2) + 2
+    if kind == "object":
+        return sum(decoding_budget(v) + len(k) + 6 for k, v in schema.get("properties", {}).items()) + 2
+    return 24  # numbers, booleans, null
 
 
 def _describe_field(name: str, f: dict) -> str:

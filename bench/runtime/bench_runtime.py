@@ -28,7 +28,7 @@ import lmpc
 from lmpc.runtime.cache import CallCache
 from lmpc.runtime.models.local import schema_to_gbnf
 from lmpc.runtime.models.resolve import resolve_builtin
-from lmpc.runtime.prompt import output_schema, render_messages
+from lmpc.runtime.prompt import decoding_budget, decoding_schema, render_messages
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "sentiment" / "sentiment.lmp"
@@ -52,14 +52,14 @@ def main() -> None:
 
     prog = lmpc.compile_file(EXAMPLE, cache=False, trace_log=False)
     node = prog.graph.nodes["s"]
-    schema = output_schema(node)
+    schema = decoding_schema(node)
     model = prog.pool.get("local")
     opts = prog.pool.options("local")
 
     llm = Llama(model_path=str(resolve_builtin("smollm2-135m")), n_ctx=model.n_ctx, n_threads=model.n_threads,
                 n_threads_batch=model.n_threads, seed=0, verbose=False)
     grammar = LlamaGrammar.from_string(schema_to_gbnf(schema), verbose=False)
-    max_tokens = int(opts.get("max_tokens", 256))
+    max_tokens = int(opts.get("max_tokens", decoding_budget(schema)))
 
     def raw_pass() -> list[str]:
         out = []
