@@ -52,6 +52,31 @@ def _text_fn(name: str) -> Callable[[list[Type]], Type | str]:
     return check
 
 
+def _majority_type(ts: list[Type]) -> "Type | str":
+    items = ts[0]
+    if isinstance(items, AnyT):
+        return items
+    if not isinstance(items, ListT):
+        return f"majority() takes a list, not {describe(items)}"
+    if isinstance(items.item, NeverT):
+        return "majority() of an empty list has no value"
+    return items.item
+
+
+def _majority(values: list) -> Any:
+    """The most common value; a tie goes to the value that reached the top count first."""
+    if not values:
+        raise ValueError("majority() of an empty list")
+    counts: dict[str, int] = {}
+    best, best_count = values[0], 0
+    for v in values:
+        key = json.dumps(v, sort_keys=True)
+        counts[key] = counts.get(key, 0) + 1
+        if counts[key] > best_count:
+            best, best_count = v, counts[key]
+    return best
+
+
 def _to_str(value: Any) -> str:
     if isinstance(value, str):
         return value
@@ -74,5 +99,6 @@ BUILTINS: dict[str, Builtin] = {
         Builtin("lower", "lower(str) -> str", 1, 1, _text_fn("lower"), lambda s: s.lower()),
         Builtin("upper", "upper(str) -> str", 1, 1, _text_fn("upper"), lambda s: s.upper()),
         Builtin("concat", "concat(str, ...) -> str", 1, None, _text_fn("concat"), lambda *s: "".join(s)),
+        Builtin("majority", "majority(list[T]) -> T", 1, 1, _majority_type, _majority),
     ]
 }
