@@ -61,6 +61,20 @@ def load(path: str | Path, **options: Any) -> Program:
     return prog
 
 
+def _judge(prog: Program, graphs: dict, name: str):
+    """A judge pipeline as a function inputs -> outputs, and the inputs it takes."""
+    if name not in graphs:
+        raise LmpcRuntimeError(f"the judge pipeline `{name}` is not part of this program")
+    # Same file, same models: share the loaded ones instead of loading them again.
+    judge_prog = Program(graphs[name], base_dir=prog.base_dir, cache=prog.cache, trace_log=prog.trace_log,
+                         budget=prog.budget, pool=prog.pool)
+
+    def run(inputs: dict[str, Any]) -> dict[str, Any]:
+        return judge_prog(**inputs).values
+
+    return run, set(judge_prog.input_fields)
+
+
 def resolve_metric(prog: Program, metric: Any = None):
     """A metric callable from: None (the optimize block's, or the artifact's), text such as
     "exact_match(label)" or "metrics.py:fn", a spec dict, or a callable (example, prediction)."""
@@ -80,15 +94,7 @@ def resolve_metric(prog: Program, metric: Any = None):
         metric = metric_from_text(metric, prog.name, prog.output_fields, [n for n in graphs if n != prog.name])
     judge = judge_inputs = None
     if metric["kind"] == "pipeline":
-        if metric["name"] not in graphs:
-            raise LmpcRuntimeError(f"the judge pipeline `{metric['name']}` is not part of this program")
-        judge_prog = Program(graphs[metric["name"]], base_dir=prog.base_dir, cache=prog.cache,
-                             trace_log=prog.trace_log, budget=prog.budget)
-        judge_inputs = set(judge_prog.input_fields)
-
-        def judge(inputs: dict[str, Any]) -> dict[str, Any]:
-            return judge_prog(**inputs).values
-
+        judge, judge_inputs = _judge(prog, graphs, metric["name"])
     return make_metric(metric, base_dir=prog.base_dir, judge=judge, judge_inputs=judge_inputs)
 
 

@@ -42,7 +42,7 @@ def print_worst(report, k: int, stream=sys.stdout) -> None:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from lmpc.api import load_data, resolve_metric
+    from lmpc.api import resolve_metric
     from lmpc.cli import UsageError
     from lmpc.cli_run import open_program
     from lmpc.compiler.diagnostics import CompileError

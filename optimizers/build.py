@@ -45,10 +45,6 @@ def plan(graph: nx.DiGraph, optimizers: list[Optimizer], n_train: int, n_dev: in
     return stages
 
 
-def _calls(report) -> int:
-    return report.calls
-
-
 def build(graph: nx.DiGraph, optimizers: list[Optimizer], ctx: OptimizeContext) -> tuple[nx.DiGraph, dict[str, Any]]:
     """Run the strategy chain on `graph`; returns the optimized graph and the build report."""
     ctx.log(f"evaluating the zero-shot program on {len(ctx.devset)} dev examples")
@@ -71,7 +67,7 @@ def build(graph: nx.DiGraph, optimizers: list[Optimizer], ctx: OptimizeContext) 
         "score_after": round(after.score, 6),
         "errors_before": before.errors,
         "errors_after": after.errors,
-        "eval_calls": _calls(before) + _calls(after),
+        "eval_calls": before.calls + after.calls,
         "strategies": steps,
         "demos_per_node": demos,
     }

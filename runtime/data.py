@@ -287,16 +287,6 @@ def _json_type(value: Any) -> str:
     return "string" if isinstance(value, str) else "object"
 
 
-def _coerce_cell(text: str, schema: dict[str, Any]) -> Any:
-    types = _schema_types(schema)
-    if "boolean" in types and text.strip().lower() in ("true", "false"):
-        return text.strip().lower() == "true"  # spreadsheets write TRUE / True
-    if "string" in types and not (text == "null" and "null" in types):
-        # coerce_text would read "12" in a `str?` column as the number 12
-        return text
-    return coerce_text(text.strip(), schema)
-
-
 def _describe(field: dict[str, Any]) -> str:
     """The field's type as the user wrote it; an enum spelled out, as its name alone says little."""
     enum = field["schema"].get("enum")
@@ -320,7 +310,7 @@ def _field_value(row: dict[str, Any], column: str, schema: dict[str, Any], text:
         if is_input and "string" in types and "null" not in types:
             return True, ""
         return False, None
-    return True, _coerce_cell(value, schema)
+    return True, coerce_text(value, schema)
 
 
 def _gold_error(value: Any, schema: dict[str, Any]) -> str | None:

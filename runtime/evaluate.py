@@ -63,11 +63,6 @@ class EvalReport:
                 "wall_s": round(self.wall_s, 2), "stopped_early": self.stopped_early}
 
 
-def _score(metric: Metric, example: Example, prediction: dict[str, Any]) -> float:
-    value = metric(example, prediction)
-    return float(value)
-
-
 def evaluate(program: Program, examples: list[Example], metric: Metric, *, max_errors: int | None = None,
              chunk_size: int = 16, progress: Progress | bool | None = None, sample: int = 0,
              on_result: Callable[[ExampleResult], None] | None = None) -> EvalReport:
@@ -89,7 +84,7 @@ def evaluate(program: Program, examples: list[Example], metric: Metric, *, max_e
                     error = str(run.error)
                 else:
                     try:
-                        score = _score(metric, ex, run.values or {})
+                        score = float(metric(ex, run.values or {}))
                     except LmpcRuntimeError as e:
                         error = f"metric: {e}"
                     except Exception as e:  # a user's Python metric raised: isolate it

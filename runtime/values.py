@@ -65,6 +65,8 @@ def coerce_text(text: str, schema: dict) -> Any:
     kind = schema.get("type")
     if kind == "string" or "enum" in schema:
         return text
+    if kind == "boolean" and text.strip().lower() in ("true", "false"):
+        return text.strip().lower() == "true"  # spreadsheets and shells write TRUE / True
     try:
         return json.loads(text)
     except json.JSONDecodeError:

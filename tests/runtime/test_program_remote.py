@@ -8,8 +8,6 @@ import subprocess
 import sys
 import time
 
-import pytest
-
 import lmpc
 from lmpc.runtime.cache import CallCache
 
