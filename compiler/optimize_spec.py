@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     from lmpc.compiler.checked import PipelineInfo
 
 FUNCTION_REF = re.compile(r"^[\w./-]+\.py:[A-Za-z_]\w*$")
-ENTRIES = ("train", "dev", "metric", "strategy", "seed", "max_calls")
+ENTRIES = ("train", "dev", "metric", "strategy", "seed", "max_calls", "max_prompt_tokens")
 
 # metric name -> keyword options it takes. Positional arguments name pipeline outputs.
 METRICS: dict[str, tuple[str, ...]] = {
@@ -33,8 +33,10 @@ STRATEGIES: dict[str, tuple[str, ...]] = {
     "labeled_few_shot": ("k", "seed"),
     "bootstrap_few_shot": ("max_demos", "max_labeled", "max_rounds", "teacher", "seed"),
     "random_search": ("candidates", "max_demos", "max_labeled", "teacher", "seed"),
-    "bayesian": ("trials", "instructions", "demo_sets", "minibatch", "proposer", "seed"),
-    "knn_few_shot": ("k", "embedder"),
+    "bayesian": ("trials", "instructions", "demo_sets", "minibatch", "full_eval_every", "max_demos",
+                 "max_labeled", "teacher", "proposer", "seed"),
+    "knn_few_shot": ("k", "embedder", "teacher", "max_labeled", "seed"),
+    "ensemble": ("size", "reduce"),
 }
 
 
@@ -115,7 +117,7 @@ def check_optimize(ctx: "Context", decl: ast.OptimizeDecl, pipeline: "PipelineIn
                            f'e.g. `{entry.key} "data/{entry.key}.jsonl"`')
                 continue
             settings[entry.key] = value.value
-        elif entry.key in ("seed", "max_calls"):
+        elif entry.key in ("seed", "max_calls", "max_prompt_tokens"):
             if not (isinstance(value, ast.Literal) and type(value.value) is int and value.value >= 0):
                 ctx.report("bad-optimize-option", value.span, f"`{entry.key}` takes a non-negative integer")
                 continue

@@ -37,6 +37,8 @@ def _settings(args: argparse.Namespace, checked, pipeline: str) -> dict[str, Any
         settings["seed"] = args.seed
     if args.max_calls is not None:
         settings["max_calls"] = args.max_calls
+    if args.max_prompt_tokens is not None:
+        settings["max_prompt_tokens"] = args.max_prompt_tokens
     return settings
 
 
@@ -104,7 +106,7 @@ def cmd_build(args: argparse.Namespace) -> int:
     out = Path(args.output) if args.output else Path(args.file).with_suffix(".lmpc.json")
     metric = resolve_metric(prog, settings["metric"])
     ctx = OptimizeContext(trainset, devset, metric, seed=seed, cache=cache, budget=budget,
-                          base_dir=Path(args.file).parent)
+                          base_dir=Path(args.file).parent, max_prompt_tokens=settings.get("max_prompt_tokens"))
     t0 = time.perf_counter()
     hits_before = cache.stats.hits
     try:
@@ -150,6 +152,9 @@ def add_build_command(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--strategy", metavar="CHAIN", help='e.g. "bootstrap_few_shot(max_demos: 4) then random_search"')
     b.add_argument("--seed", type=int, help="seed for every random choice (default: the block's, else 0)")
     b.add_argument("--max-calls", type=int, metavar="N", help="hard budget of model calls (cache hits are free)")
+    b.add_argument("--max-prompt-tokens", type=int, metavar="N",
+                   help="search strategies never choose a program whose prompts average more than N tokens "
+                        "per example (all prompt nodes summed)")
     b.add_argument("--dry-run", action="store_true", help="print the planned model calls per stage and stop")
     b.add_argument("--no-cache", action="store_true", help="do not read or write the call cache")
     b.add_argument("--cache-dir", metavar="DIR", help="cache folder (default: $LMPC_CACHE_DIR or ~/.cache/lmpc)")

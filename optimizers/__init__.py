@@ -3,7 +3,7 @@
 REGISTRY maps each implemented strategy's name (as written in an `optimize` block) to its class.
 """
 
-from lmpc.optimizers.base import OptimizeContext, Optimizer, OptimizerConfigError, OptimizeResult
+from lmpc.optimizers.base import Candidate, OptimizeContext, Optimizer, OptimizerConfigError, OptimizeResult
 from lmpc.optimizers.bootstrap import BootstrapFewShot, TeacherBrokenError
 from lmpc.optimizers.labeled import LabeledFewShot
 from lmpc.optimizers.random_search import RandomSearch
@@ -15,6 +15,7 @@ REGISTRY: dict[str, type[Optimizer]] = {
 __all__ = [
     "REGISTRY",
     "BootstrapFewShot",
+    "Candidate",
     "LabeledFewShot",
     "OptimizeContext",
     "OptimizeResult",

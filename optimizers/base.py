@@ -46,6 +46,9 @@ class OptimizeContext:
     base_dir: Path | None = None
     models: dict[str, Model] = field(default_factory=dict)  # shared instances (tests: a fake model)
     log: Callable[[str], None] = _stderr
+    # Budgets the optimize block states; search strategies never choose a candidate over them.
+    max_prompt_tokens: int | None = None  # mean prompt tokens per example, all prompt nodes summed
+    previous: "OptimizeResult | None" = None  # the result of the previous strategy in the chain
     _programs: list[Program] = field(default_factory=list)
     _pool: ModelPool | None = None
 
@@ -73,9 +76,19 @@ class OptimizeContext:
 
 
 @dataclass
+class Candidate:
+    """A program a search strategy scored: what later strategies (ensemble) can build on."""
+
+    graph: nx.DiGraph
+    score: float
+    about: dict[str, Any] = field(default_factory=dict)  # JSON-able: index, kind, demos, ...
+
+
+@dataclass
 class OptimizeResult:
     graph: nx.DiGraph
     report: dict[str, Any]  # JSON-able: what was tried, scores, calls; goes into the artifact
+    candidates: list[Candidate] = field(default_factory=list)  # search strategies: scored programs, best first
 
 
 class Optimizer(ABC):

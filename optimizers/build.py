@@ -55,6 +55,7 @@ def build(graph: nx.DiGraph, optimizers: list[Optimizer], ctx: OptimizeContext) 
     for opt in optimizers:
         ctx.log(f"running {opt.name}({', '.join(f'{k}: {v}' for k, v in opt.options.items() if v is not None)})")
         result = opt.compile(current, ctx)
+        ctx.previous = result
         current = result.graph
         steps.append({"strategy": opt.name, "options": opt.options, **result.report})
     after = ctx.evaluate(current, ctx.devset)

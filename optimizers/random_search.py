@@ -15,7 +15,7 @@ from typing import Any
 import networkx as nx
 
 from lmpc.compiler.ir import prompt_nodes, to_json
-from lmpc.optimizers.base import OptimizeContext, Optimizer, OptimizerConfigError, OptimizeResult
+from lmpc.optimizers.base import Candidate, OptimizeContext, Optimizer, OptimizerConfigError, OptimizeResult
 from lmpc.optimizers.bootstrap import check_teacher, choose_demos, run_teacher
 from lmpc.optimizers.demos import copy_graph, demo_count, rng_for
 from lmpc.optimizers.labeled import labeled_demos
@@ -94,4 +94,7 @@ class RandomSearch(Optimizer):
         calls = teacher.get("calls", 0) + sum(r["calls"] for r in rows)
         report = {"seed": seed, "scored_on": scored_on, "best": best["index"], "best_score": best["score"],
                   "calls": calls, "teacher": teacher, "candidates": rows}
-        return OptimizeResult(copy_graph(graphs[best["index"]][0]), report)
+        ranked = sorted((r for r in rows if "same_as" not in r), key=lambda r: (-r["score"], r["demos"], r["index"]))
+        candidates = [Candidate(copy_graph(graphs[r["index"]][0]), r["score"], {"index": r["index"], "kind": r["kind"]})
+                      for r in ranked]
+        return OptimizeResult(copy_graph(graphs[best["index"]][0]), report, candidates)
