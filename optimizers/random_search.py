@@ -5,7 +5,8 @@ demos only, 2 = bootstrapped with max_demos, 3.. = bootstrapped with a seeded sh
 seeded size in [1, max_demos]. The teacher runs once over the training set: its traces do
 not depend on the candidate, only the selection does. Each candidate is scored on the dev
 set (the training set when there is none); the best wins, ties going to fewer demos, then to
-the lower index.
+the lower index. With a `max_prompt_tokens` budget (OptimizeContext), a candidate whose
+prompts average more tokens per example is never chosen.
 """
 
 from __future__ import annotations
@@ -75,6 +76,7 @@ class RandomSearch(Optimizer):
         if not ctx.devset:
             ctx.log(f"{self.name}: no dev set; scoring the candidates on the training set (optimistic)")
         graphs, teacher = self._graphs(graph, ctx, seed)
+        budget = ctx.max_prompt_tokens
         rows: list[dict[str, Any]] = []
         seen: dict[str, int] = {}
         for i, (g, about) in enumerate(graphs):
@@ -82,19 +84,31 @@ class RandomSearch(Optimizer):
             row = {"index": i, **about, "demos": demo_count(g)}
             if key in seen:  # the same demos as an earlier candidate: same score, no calls
                 first = rows[seen[key]]
-                row.update(score=first["score"], errors=first["errors"], calls=0, same_as=seen[key])
+                row.update(score=first["score"], errors=first["errors"], calls=0, prompt_tokens=first["prompt_tokens"],
+                           same_as=seen[key])
             else:
                 seen[key] = i
                 report = ctx.evaluate(g, examples)
-                row.update(score=round(report.score, 6), errors=report.errors, calls=report.calls)
-            ctx.log(f"{self.name}: candidate {i} ({row['kind']}, {row['demos']} demos): score {row['score']:.3f}")
+                tokens = round(report.prompt_tokens / len(report.results), 1) if report.results else 0.0
+                row.update(score=round(report.score, 6), errors=report.errors, calls=report.calls,
+                           prompt_tokens=tokens)
+            if budget is not None and row["prompt_tokens"] > budget:
+                row["over_budget"] = True
+            ctx.log(f"{self.name}: candidate {i} ({row['kind']}, {row['demos']} demos): score {row['score']:.3f}, "
+                    f"{row['prompt_tokens']:g} prompt tokens/example" + (" (over max_prompt_tokens)"
+                                                                        if row.get("over_budget") else ""))
             rows.append(row)
-        best = min(rows, key=lambda r: (-r["score"], r["demos"], r["index"]))
+        eligible = [r for r in rows if not r.get("over_budget")]
+        if not eligible:
+            ctx.log(f"{self.name}: no candidate fits max_prompt_tokens {budget}; keeping the one with the fewest "
+                    f"prompt tokens")
+            eligible = [min(rows, key=lambda r: (r["prompt_tokens"], r["index"]))]
+        best = min(eligible, key=lambda r: (-r["score"], r["demos"], r["index"]))
         ctx.log(f"{self.name}: best is candidate {best['index']} ({best['kind']}), score {best['score']:.3f}")
         calls = teacher.get("calls", 0) + sum(r["calls"] for r in rows)
         report = {"seed": seed, "scored_on": scored_on, "best": best["index"], "best_score": best["score"],
-                  "calls": calls, "teacher": teacher, "candidates": rows}
-        ranked = sorted((r for r in rows if "same_as" not in r), key=lambda r: (-r["score"], r["demos"], r["index"]))
+                  "calls": calls, "teacher": teacher, "max_prompt_tokens": budget, "candidates": rows}
+        ranked = sorted((r for r in eligible if "same_as" not in r), key=lambda r: (-r["score"], r["demos"], r["index"]))
         candidates = [Candidate(copy_graph(graphs[r["index"]][0]), r["score"], {"index": r["index"], "kind": r["kind"]})
                       for r in ranked]
         return OptimizeResult(copy_graph(graphs[best["index"]][0]), report, candidates)

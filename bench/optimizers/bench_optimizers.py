@@ -3,12 +3,15 @@ docs/optimizers.md and the example READMEs.
 
     .venv/bin/python bench/optimizers/bench_optimizers.py sentiment
     .venv/bin/python bench/optimizers/bench_optimizers.py counting --configs zero,boot2
+    .venv/bin/python bench/optimizers/bench_optimizers.py sentiment --fresh --configs zero,boot4,random6,bayes
 
 Each configuration starts from the zero-shot graph and runs one strategy chain; `+block`
 renders the chosen demos as one block in the system message instead of chat turns. Calls
-are every model call the configuration needed (its teacher runs, candidate scoring and the
-final dev evaluation); wall time is measured with a cold cache for that configuration
-(cached calls of earlier configurations with identical prompts are reused, as in a build).
+are every model call the configuration needed (its teacher runs, proposer, candidate
+scoring and the final dev evaluation), cached or not; "new calls" are the ones that reached
+the model. By default the configurations share one cache (calls of earlier configurations
+with identical prompts are reused, as in a build); with --fresh each starts from an empty
+cache, so its wall time and new calls are what it costs on its own.
 """
 
 from __future__ import annotations
@@ -34,6 +37,9 @@ CONFIGS = {
     "boot4": "bootstrap_few_shot(max_demos: 4, max_labeled: 0)",
     "boot4+block": "bootstrap_few_shot(max_demos: 4, max_labeled: 0)",
     "random6": "random_search(candidates: 6, max_demos: 4, max_labeled: 4)",
+    "random8": "random_search(candidates: 8, max_demos: 4, max_labeled: 0)",
+    "bayes": "bayesian(trials: 12, instructions: 4, demo_sets: 4, minibatch: 15, full_eval_every: 4, max_demos: 4)",
+    "bayes_instr": "bayesian(trials: 8, instructions: 6, demo_sets: 1, minibatch: 15, full_eval_every: 4)",
 }
 
 
@@ -43,6 +49,7 @@ def main() -> None:
     ap.add_argument("--configs", default=",".join(CONFIGS))
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--builtin", help="run on this builtin model instead (e.g. gemma3-270m)")
+    ap.add_argument("--fresh", action="store_true", help="an empty cache for each configuration")
     args = ap.parse_args()
     src = EXAMPLES[args.example]
     text = src.read_text()
@@ -59,10 +66,15 @@ def main() -> None:
         ctx = OptimizeContext(train, dev, metric, seed=args.seed, cache=cache, base_dir=src.parent)
         model = args.builtin or "declared model"
         print(f"{args.example} on {model}: {len(train)} train, {len(dev)} dev, metric {settings['metric']['name']}, seed {args.seed}")
-        print("| configuration | strategy | dev score | errors | demos per node | model calls | wall (s) |")
-        print("|---|---|---:|---:|---:|---:|---:|")
-        for name in args.configs.split(","):
+        print("| configuration | strategy | dev score | errors | demos per node | model calls | new calls | wall (s) |")
+        print("|---|---|---:|---:|---:|---:|---:|---:|")
+        for i, name in enumerate(args.configs.split(",")):
             chain = CONFIGS[name]
+            if args.fresh:
+                ctx.close()
+                cache = CallCache(Path(d) / f"c{i}.sqlite")
+                ctx = OptimizeContext(train, dev, metric, seed=args.seed, cache=cache, base_dir=src.parent)
+            misses = cache.stats.misses
             t0 = time.perf_counter()
             calls = 0
             graph = prog.graph
@@ -78,7 +90,8 @@ def main() -> None:
             calls += report.calls
             demos = [len(graph.nodes[n].get("demos", [])) for n in prompt_nodes(graph)]
             print(f"| {name} | {chain or 'zero-shot'} | {report.score:.3f} | {report.errors} | "
-                  f"{'/'.join(map(str, demos))} | {calls} | {time.perf_counter() - t0:.0f} |", flush=True)
+                  f"{'/'.join(map(str, demos))} | {calls} | {cache.stats.misses - misses} | "
+                  f"{time.perf_counter() - t0:.0f} |", flush=True)
         ctx.close()
         prog.close()
 

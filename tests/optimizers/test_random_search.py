@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from lmpc.compiler.ir import to_json
 from lmpc.optimizers import OptimizeContext, RandomSearch
+from lmpc.runtime.models import Completion
 
 from .fake import track, FakeModel, correct, exact_label, examples, graph, truth, wrong
 
@@ -76,3 +77,25 @@ def test_planned_calls_bound_the_calls_made():
     opt = RandomSearch(candidates=4, max_demos=2)
     opt.compile(graph(), context(student, FakeModel("other", correct), train, dev))
     assert len(student.requests) <= sum(opt.planned_calls(graph(), len(train), len(dev)).values())
+
+
+def test_max_prompt_tokens_keeps_the_best_candidate_that_fits():
+    class Counting(FakeModel):
+        def generate(self, req):
+            c = super().generate(req)
+            return Completion(c.text, prompt_tokens=sum(len(m["content"]) for m in req.messages) // 4,
+                              completion_tokens=3)
+
+    train = examples([f"good {i}" for i in range(4)] + [f"bad {i}" for i in range(4)])
+    dev = examples(["good x", "bad y", "good z"], start=100)
+    opt = RandomSearch(candidates=4, max_demos=3, max_labeled=0, teacher="other", seed=0)
+    free = opt.compile(graph(), context(Counting("m", needs_two_demos), FakeModel("other", correct), train, dev))
+    rows = {r["index"]: r for r in free.report["candidates"]}
+    assert rows[free.report["best"]]["score"] == 1.0
+    budget = int(rows[0]["prompt_tokens"]) + 1  # zero-shot fits; no candidate with demos does
+    limited = opt.compile(graph(), context(Counting("m", needs_two_demos), FakeModel("other", correct), train, dev,
+                                           max_prompt_tokens=budget))
+    r = limited.report
+    assert r["best"] == 0 and r["max_prompt_tokens"] == budget and limited.graph.nodes["s"]["demos"] == []
+    assert all(c.get("over_budget") for c in r["candidates"] if c["demos"] > 0)
+    assert all(c["prompt_tokens"] > 0 for c in r["candidates"])
