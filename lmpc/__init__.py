@@ -18,6 +18,7 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "compile_file": "lmpc.api",
     "compile_source": "lmpc.api",
+    "ensemble": "lmpc.api",
     "evaluate": "lmpc.api",
     "load": "lmpc.api",
     "ArtifactError": "lmpc.compiler.artifact",

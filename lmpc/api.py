@@ -61,6 +61,19 @@ def load(path: str | Path, **options: Any) -> Program:
     return prog
 
 
+def ensemble(programs: Any, reduce: str = "majority"):
+    """Programs (e.g. from lmpc.load) run side by side on each row, voting per output field.
+
+    Returns an object with `__call__(**inputs)` and `batch(rows)` giving Results like a
+    Program's: the `majority` builtin's vote (a tie goes to the value that reached the top
+    count first, members in the order given), with every member's trace. A member that fails
+    on a row casts no vote; a row where all fail is an error. Raises LmpcRuntimeError for no
+    programs, an unknown reducer, or members whose outputs differ."""
+    from lmpc.optimizers.ensemble import EnsembleProgram
+
+    return EnsembleProgram(programs, reduce)
+
+
 def _judge(prog: Program, graphs: dict, name: str):
     """A judge pipeline as a function inputs -> outputs, and the inputs it takes."""
     if name not in graphs:

@@ -4,18 +4,24 @@ REGISTRY maps each implemented strategy's name (as written in an `optimize` bloc
 """
 
 from lmpc.optimizers.base import Candidate, OptimizeContext, Optimizer, OptimizerConfigError, OptimizeResult
+from lmpc.optimizers.bayesian import Bayesian
 from lmpc.optimizers.bootstrap import BootstrapFewShot, TeacherBrokenError
+from lmpc.optimizers.ensemble import Ensemble
+from lmpc.optimizers.knn import KNNFewShot
 from lmpc.optimizers.labeled import LabeledFewShot
 from lmpc.optimizers.random_search import RandomSearch
 
 REGISTRY: dict[str, type[Optimizer]] = {
-    cls.name: cls for cls in (LabeledFewShot, BootstrapFewShot, RandomSearch)
+    cls.name: cls for cls in (LabeledFewShot, BootstrapFewShot, RandomSearch, Bayesian, KNNFewShot, Ensemble)
 }
 
 __all__ = [
     "REGISTRY",
+    "Bayesian",
     "BootstrapFewShot",
     "Candidate",
+    "Ensemble",
+    "KNNFewShot",
     "LabeledFewShot",
     "OptimizeContext",
     "OptimizeResult",

@@ -15,6 +15,9 @@ from lmpc.compiler.ir import prompt_nodes
 from lmpc.optimizers.base import OptimizeContext, Optimizer, OptimizerConfigError
 
 
+SEARCHES = ("random_search", "bayesian")  # strategies whose result lists scored candidates
+
+
 @dataclass
 class PlannedStage:
     stage: str
@@ -31,6 +34,16 @@ def make_optimizers(strategies: list[dict[str, Any]]) -> list[Optimizer]:
             raise OptimizerConfigError(f"strategy `{spec['name']}` is not available in this version of lmpc "
                                        f"(available: {', '.join(sorted(REGISTRY))})")
         out.append(cls(**spec.get("options", {})))
+    # checked before any model call: ensemble votes over the candidates of the search before it
+    for i, opt in enumerate(out):
+        if opt.name == "ensemble" and (i == 0 or out[i - 1].name not in SEARCHES):
+            from lmpc.optimizers.ensemble import NEEDS_SEARCH
+
+            raise OptimizerConfigError(NEEDS_SEARCH)
+        if opt.name == "knn_few_shot" and i < len(out) - 1:
+            raise OptimizerConfigError(f"knn_few_shot chooses each input's demos at run time, so the demos of "
+                                       f"`{out[i + 1].name}` after it would be ignored: put knn_few_shot last "
+                                       f"in the chain")
     return out
 
 

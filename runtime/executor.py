@@ -9,6 +9,7 @@ to remote models and Python functions run concurrently on a thread pool.
 
 from __future__ import annotations
 
+import threading
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor, wait
@@ -21,6 +22,7 @@ import networkx as nx
 from lmpc.runtime.budget import BudgetExceededError, CallBudget
 from lmpc.runtime.cache import CallCache, call_key
 from lmpc.runtime.calls import load_function, run_function
+from lmpc.runtime.embed import KnnDemos
 from lmpc.runtime.errors import LmpcRuntimeError, OutputError
 from lmpc.runtime.models import GenerationRequest
 from lmpc.runtime.outputs import parse_output
@@ -68,6 +70,8 @@ class Executor:
         self.budget = budget
         self._decoding: dict[str, Any] = {"sample": 0, "temperature": None}
         self.threads = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="lmpc-step")
+        self._knn: dict[str, KnnDemos] = {}  # step -> its kNN demo chooser (knn_few_shot), made on first use
+        self._knn_lock = threading.Lock()
         order = graph.graph.get("order") or list(nx.topological_sort(graph))
         steps = [n for n in order if graph.nodes[n]["kind"] not in ("input", "output")]
         levels: dict[int, list[str]] = {}
@@ -210,6 +214,9 @@ class Executor:
         name = self.model_name(node)
         model = self.pool.get(name)
         options = self.pool.options(name)
+        if node.get("knn"):  # demos chosen per row: the pool entries nearest to this row's inputs
+            demos, event.extra["knn"] = self._knn_demos(node).choose(inputs)
+            node = {**node, "demos": demos}
         messages = render_messages(node, inputs)
         schema = decoding_schema(node)
         request = GenerationRequest(
@@ -233,6 +240,14 @@ class Executor:
         event.model, event.messages, event.raw, event.cache_hit = name, messages, value["text"], hit
         event.prompt_tokens, event.completion_tokens = value["prompt_tokens"], value["completion_tokens"]
         return parse_output(value["text"], output_schema(node), "the model's output")
+
+    def _knn_demos(self, node: dict) -> KnnDemos:
+        with self._knn_lock:
+            chooser = self._knn.get(node["step"])
+            if chooser is None:
+                chooser = KnnDemos(node, self.g.graph["models"], self.base_dir, self.cache)
+                self._knn[node["step"]] = chooser
+            return chooser
 
     def close(self) -> None:
         self.threads.shutdown(wait=True)

@@ -106,7 +106,46 @@ def test_build_usage_errors_are_clean(tmp_path):
     src = _project(tmp_path)
     r = lmpc("build", str(src), "--strategy", "bootstrap(max_demos: 2)", cache=tmp_path / "c")
     assert r.returncode == 1 and "did you mean `bootstrap_few_shot`" in r.stderr
-    r = lmpc("build", str(src), "--strategy", "bayesian(trials: 3)", cache=tmp_path / "c")
-    assert r.returncode == 2 and "not available in this version" in r.stderr
+    r = lmpc("build", str(src), "--strategy", "bootstrap_few_shot then ensemble(size: 3)", cache=tmp_path / "c")
+    assert r.returncode == 2 and "ensemble needs a search strategy before it" in r.stderr
+    r = lmpc("build", str(src), "--strategy", "knn_few_shot then random_search", cache=tmp_path / "c")
+    assert r.returncode == 2 and "put knn_few_shot last in the chain" in r.stderr
+    r = lmpc("build", str(src), "--strategy", "bayesian(trials: 0)", cache=tmp_path / "c")
+    assert r.returncode == 2 and "`trials` must be 1 or more" in r.stderr and "Traceback" not in r.stderr
     r = lmpc("build", str(src), "--train", str(tmp_path / "nope.jsonl"), cache=tmp_path / "c")
     assert r.returncode == 2 and "no such file" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_bayesian_build_searches_instructions_and_demos_on_the_embedded_model(tmp_path):
+    src = _project(tmp_path)
+    src.write_text(PROGRAM.replace(
+        "strategy bootstrap_few_shot(max_demos: 2)",
+        "strategy bayesian(trials: 3, instructions: 2, demo_sets: 2, minibatch: 2, full_eval_every: 2, "
+        "max_demos: 1)\n    max_prompt_tokens 400"))
+    plan = lmpc("build", str(src), "--dry-run", cache=tmp_path / "c")
+    assert plan.returncode == 0, plan.stderr
+    for line in ("4  bayesian: teacher", "2  bayesian: proposer", "6  bayesian: trials",
+                 "12  bayesian: full dev evaluations"):
+        assert line in plan.stdout, plan.stdout
+    out = tmp_path / "s.lmpc.json"
+    r = lmpc("build", str(src), "-o", str(out), cache=tmp_path / "c")
+    assert r.returncode == 0, r.stderr
+    artifact = json.loads(out.read_text())
+    (step,) = artifact["report"]["strategies"]
+    assert step["strategy"] == "bayesian" and len(step["trials"]) == 3
+    texts = step["instructions"]["s"]
+    assert texts[0] == "Classify the sentiment of a short text." and 1 <= len(texts) <= 2
+    assert step["proposer"]["model"] == {"s": "default"} and step["proposer"]["calls"] >= 1
+    node = [n for n in artifact["graphs"]["classify"]["nodes"] if n["kind"] == "predict"][0]
+    best = step["best"]["choices"]["s"]
+    assert node["instructions"] == texts[best["instruction"]]
+    assert step["best"]["prompt_tokens"] <= 400 and step["max_prompt_tokens"] == 400
+    assert artifact["report"]["score_after"] >= artifact["report"]["score_before"]
+    assert all(t["minibatch"] == 2 and t["calls"] == 2 for t in step["trials"])
+    # every call is cached now: building again gives the same artifact, byte for byte
+    again = tmp_path / "again.lmpc.json"
+    r = lmpc("build", str(src), "-o", str(again), cache=tmp_path / "c")
+    assert r.returncode == 0, r.stderr
+    assert "0 model calls made" in r.stdout
+    assert json.loads(again.read_text())["report"] == artifact["report"]
+    assert json.loads(again.read_text())["graphs"] == artifact["graphs"]

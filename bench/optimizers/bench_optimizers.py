@@ -17,13 +17,14 @@ cache, so its wall time and new calls are what it costs on its own.
 from __future__ import annotations
 
 import argparse
+import json
 import tempfile
 import time
 from pathlib import Path
 
 import lmpc
 from lmpc.compiler.api import strategy_from_text
-from lmpc.compiler.ir import prompt_nodes
+from lmpc.compiler.ir import prompt_nodes, to_json
 from lmpc.optimizers.base import OptimizeContext
 from lmpc.optimizers.build import make_optimizers
 from lmpc.runtime.cache import CallCache
@@ -38,7 +39,7 @@ CONFIGS = {
     "boot4+block": "bootstrap_few_shot(max_demos: 4, max_labeled: 0)",
     "random6": "random_search(candidates: 6, max_demos: 4, max_labeled: 4)",
     "random8": "random_search(candidates: 8, max_demos: 4, max_labeled: 0)",
-    "bayes": "bayesian(trials: 12, instructions: 4, demo_sets: 4, minibatch: 15, full_eval_every: 4, max_demos: 4)",
+    "bayes": "bayesian(trials: 10, instructions: 4, demo_sets: 4, minibatch: 15, full_eval_every: 4, max_demos: 4)",
     "bayes_instr": "bayesian(trials: 8, instructions: 6, demo_sets: 1, minibatch: 15, full_eval_every: 4)",
 }
 
@@ -50,6 +51,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--builtin", help="run on this builtin model instead (e.g. gemma3-270m)")
     ap.add_argument("--fresh", action="store_true", help="an empty cache for each configuration")
+    ap.add_argument("--save", metavar="DIR", help="write each configuration's graph and reports here (JSON)")
     args = ap.parse_args()
     src = EXAMPLES[args.example]
     text = src.read_text()
@@ -78,16 +80,23 @@ def main() -> None:
             t0 = time.perf_counter()
             calls = 0
             graph = prog.graph
+            reports = []
             if chain:
                 for opt in make_optimizers(strategy_from_text(chain)):
                     result = opt.compile(graph, ctx)
                     graph = result.graph
+                    reports.append({"strategy": opt.name, **result.report})
                     calls += int(result.report.get("calls", 0))
                 if name.endswith("+block"):
                     for n in prompt_nodes(graph):
                         graph.nodes[n]["demo_format"] = "block"
             report = ctx.evaluate(graph, dev)
             calls += report.calls
+            if args.save:
+                Path(args.save).mkdir(parents=True, exist_ok=True)
+                (Path(args.save) / f"{args.example}-{args.builtin or 'declared'}-{name}.json").write_text(
+                    json.dumps({"graph": to_json(graph), "reports": reports, "dev_score": report.score},
+                               indent=1, default=str))
             demos = [len(graph.nodes[n].get("demos", [])) for n in prompt_nodes(graph)]
             print(f"| {name} | {chain or 'zero-shot'} | {report.score:.3f} | {report.errors} | "
                   f"{'/'.join(map(str, demos))} | {calls} | {cache.stats.misses - misses} | "

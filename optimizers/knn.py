@@ -1,0 +1,97 @@
+"""knn_few_shot: demos chosen per input, by embedding similarity, from a bootstrapped pool.
+
+Compile time: a teacher runs over the training set once (as bootstrap_few_shot's first
+round); every prompt node's passing (inputs, outputs) pairs, one per distinct input, form its
+pool, plus up to max_labeled labeled demos from rows the pool lacks. The pool's rendered
+inputs are embedded once (cached) and the node gets `knn` = {k, embedder, identity, pool,
+vectors} (see runtime/embed.py); its static `demos` are cleared: at run time the executor
+shows the k pool demos nearest to each row's inputs instead.
+
+The pool's order (which decides ties and which of two equal inputs is kept) is the demos'
+seeded order (sorted by source, shuffled per node), so it does not depend on the order of
+the training file. A node with an empty pool (no passing run, no labeled demo) is left as it
+was and reported as skipped.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import networkx as nx
+
+from lmpc.compiler.ir import prompt_nodes
+from lmpc.optimizers.base import OptimizeContext, Optimizer, OptimizerConfigError, OptimizeResult
+from lmpc.optimizers.bootstrap import check_teacher, run_teacher
+from lmpc.optimizers.demos import copy_graph, dedupe, rng_for, seeded_order
+from lmpc.optimizers.labeled import labeled_demos
+from lmpc.runtime.embed import DEFAULT_EMBEDDER, create_embedder, embed_cached
+from lmpc.runtime.prompt import render_inputs
+
+
+class KNNFewShot(Optimizer):
+    """DSPy's KNNFewShot on one teacher run: a per-input choice from a stored, embedded pool."""
+
+    name = "knn_few_shot"
+    options_spec = {
+        "k": ((int,), 3),
+        "embedder": ((str,), DEFAULT_EMBEDDER),
+        "teacher": ((str,), None),
+        "max_labeled": ((int,), 0),
+        "seed": ((int,), None),
+    }
+
+    def __init__(self, **options: Any):
+        super().__init__(**options)
+        for key, low in (("k", 1), ("max_labeled", 0)):
+            if self.options[key] < low:
+                raise OptimizerConfigError(f"{self.name}: `{key}` must be {low} or more, not {self.options[key]}")
+        if not self.options["embedder"]:
+            raise OptimizerConfigError(f"{self.name}: `embedder` must name an embedder, e.g. \"{DEFAULT_EMBEDDER}\"")
+
+    def planned_calls(self, graph: nx.DiGraph, n_train: int, n_dev: int) -> dict[str, int]:
+        return {"teacher": n_train * len(prompt_nodes(graph))}
+
+    def compile(self, graph: nx.DiGraph, ctx: OptimizeContext) -> OptimizeResult:
+        o = self.options
+        seed = o["seed"] if o["seed"] is not None else ctx.seed
+        check_teacher(self.name, graph, o["teacher"])
+        if not ctx.trainset:
+            raise OptimizerConfigError(f"{self.name} needs training examples (`train` in the optimize block)")
+        # Before any model call: an unknown embedder or a missing package fails the build at once.
+        embedder = create_embedder(o["embedder"], graph.graph.get("models", {}), ctx.base_dir)
+        run = run_teacher(self.name, graph, ctx, o["teacher"], max_rounds=1)
+        ctx.log(f"{self.name}: {len(run.passed)} of {run.train} training examples passed on the teacher "
+                f"({run.errors} errors, {run.calls} calls)")
+        out = copy_graph(graph)
+        nodes: dict[str, dict[str, Any]] = {}
+        embedded = 0
+        for nid in prompt_nodes(graph):
+            node = graph.nodes[nid]
+            boot = dedupe(seeded_order(run.candidates.get(nid, []), rng_for("knn", seed, nid)))
+            entry: dict[str, Any] = {"candidates": len(run.candidates.get(nid, [])), "bootstrapped": len(boot)}
+            labeled: list[dict[str, Any]] = []
+            if o["max_labeled"] > 0:
+                used = {nid: {d["source"] for d in boot}}
+                chosen, why = labeled_demos(graph, ctx.trainset, o["max_labeled"], seed, exclude=used, only=[nid])
+                seen = {render_inputs(node, d["inputs"]) for d in boot}
+                labeled = [d for d in chosen.get(nid, []) if render_inputs(node, d["inputs"]) not in seen]
+                entry["labeled"] = len(labeled)
+                if nid in why:
+                    entry["labeled_skipped"] = why[nid]
+            pool = boot + labeled
+            if not pool:
+                entry["skipped"] = "no passing teacher run and no labeled demo: the node keeps its demos"
+                nodes[nid] = entry
+                continue
+            vectors = embed_cached(embedder, [render_inputs(node, d["inputs"]) for d in pool], ctx.cache)
+            embedded += len(pool)
+            out.nodes[nid]["knn"] = {"k": o["k"], "embedder": o["embedder"], "identity": embedder.identity,
+                                     "pool": pool, "vectors": vectors}
+            out.nodes[nid]["demos"] = []  # chosen per row at run time
+            entry["pool"] = len(pool)
+            nodes[nid] = entry
+        sizes = ", ".join(f"`{graph.nodes[n]['step']}` {e.get('pool', 0)}" for n, e in nodes.items())
+        ctx.log(f"{self.name}: pools of demos per step: {sizes}; embedded with {embedder.identity}")
+        report = {"seed": seed, "k": o["k"], "embedder": o["embedder"], "embedder_identity": embedder.identity,
+                  "dim": embedder.dim, "embedded": embedded, "calls": run.calls, **run.summary(), "nodes": nodes}
+        return OptimizeResult(out, report)
