@@ -34,7 +34,6 @@ from lmpc.optimizers.base import Candidate, OptimizeContext, Optimizer, Optimize
 from lmpc.optimizers.bootstrap import check_teacher, choose_demos, run_teacher
 from lmpc.optimizers.demos import copy_graph, rng_for
 from lmpc.optimizers.instructions import PROPOSAL_ROUNDS, propose_instructions
-from lmpc.runtime.evaluate import EvalReport
 
 OVER_BUDGET = 1.0  # told to the optimizer for a combination over max_prompt_tokens (scores are -1..0)
 
@@ -52,10 +51,6 @@ class Combo:
     @property
     def mean_minibatch(self) -> float:
         return sum(self.minibatch) / len(self.minibatch) if self.minibatch else 0.0
-
-
-def _tokens(report: EvalReport) -> float:
-    return round(report.prompt_tokens / len(report.results), 1) if report.results else 0.0
 
 
 class Bayesian(Optimizer):
@@ -178,7 +173,7 @@ class Bayesian(Optimizer):
         def full_eval(key: tuple[int, ...], trial: int) -> Combo:
             c = combos.setdefault(key, Combo(key, trial))
             report = ctx.evaluate(program_for(key), examples)
-            c.full, c.tokens = round(report.score, 6), _tokens(report)
+            c.full, c.tokens = round(report.score, 6), report.prompt_tokens_per_example
             calls["full"] += report.calls
             ctx.log(f"{self.name}: {self._show(choices(key))}: full {scored_on} score {c.full:.3f} "
                     f"({c.tokens:g} prompt tokens/example)")
@@ -207,13 +202,13 @@ class Bayesian(Optimizer):
             c = combos.setdefault(key, Combo(key, t))
             score = round(report.score, 6)
             c.minibatch.append(score)
-            c.tokens = _tokens(report) if c.tokens is None else c.tokens
+            c.tokens = report.prompt_tokens_per_example if c.tokens is None else c.tokens
             if whole:
                 c.full = score
             calls["trials"] += report.calls
             opt.tell(list(key), OVER_BUDGET if over(c) else -score)
             row = {"trial": t, "choices": choices(key), "minibatch_score": score, "minibatch": minibatch,
-                   "calls": report.calls, "errors": report.errors, "prompt_tokens": _tokens(report)}
+                   "calls": report.calls, "errors": report.errors, "prompt_tokens": report.prompt_tokens_per_example}
             if over(c):
                 row["over_budget"] = True
             ctx.log(f"{self.name}: trial {t}/{o['trials']}: {self._show(row['choices'])}: minibatch "

@@ -72,7 +72,13 @@ def build(graph: nx.DiGraph, optimizers: list[Optimizer], ctx: OptimizeContext) 
         current = result.graph
         steps.append({"strategy": opt.name, "options": opt.options, **result.report})
     after = ctx.evaluate(current, ctx.devset)
-    ctx.log(f"optimized dev score {after.score:.3f} ({after.errors} errors)")
+    tokens_before, tokens_after = before.prompt_tokens_per_example, after.prompt_tokens_per_example
+    ctx.log(f"optimized dev score {after.score:.3f} ({after.errors} errors); prompt tokens per example "
+            f"{tokens_before:g} -> {tokens_after:g}")
+    if ctx.max_prompt_tokens is not None and tokens_after > ctx.max_prompt_tokens:
+        ctx.log(f"warning: the result averages {tokens_after:g} prompt tokens per example, over max_prompt_tokens "
+                f"{ctx.max_prompt_tokens}; only random_search, bayesian and ensemble choose under that budget "
+                f"(lower max_demos / k for the other strategies)")
     demos = {n: len(current.nodes[n].get("demos", [])) for n in prompt_nodes(current)}
     report = {
         "train_examples": len(ctx.trainset),
@@ -82,6 +88,8 @@ def build(graph: nx.DiGraph, optimizers: list[Optimizer], ctx: OptimizeContext) 
         "errors_before": before.errors,
         "errors_after": after.errors,
         "eval_calls": before.calls + after.calls,
+        "prompt_tokens_before": tokens_before,  # mean per dev example, all prompt nodes summed
+        "prompt_tokens_after": tokens_after,
         "strategies": steps,
         "demos_per_node": demos,
     }

@@ -105,10 +105,6 @@ def _describe(c: Candidate) -> str:
     return ", ".join(f"{k}: {v}" for k, v in c.about.items()) or "a candidate"
 
 
-def _tokens(report) -> float:
-    return round(report.prompt_tokens / len(report.results), 1) if report.results else 0.0
-
-
 class Ensemble(Optimizer):
     name = "ensemble"
     options_spec = {
@@ -158,7 +154,7 @@ class Ensemble(Optimizer):
         scored_on, examples = ("dev", ctx.devset) if ctx.devset else ("train", ctx.trainset)
         joined = ensemble_graph([c.graph for c in members])
         report = ctx.evaluate(joined, examples)
-        score, tokens = round(report.score, 6), _tokens(report)
+        score, tokens = round(report.score, 6), report.prompt_tokens_per_example
         # about: what the search says a candidate is (random_search: index, kind; bayesian: choices)
         rows = [{"member": k, **copy.deepcopy(c.about), "score": c.score, "demos": demo_count(c.graph)}
                 for k, c in enumerate(members, 1)]

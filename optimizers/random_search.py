@@ -89,9 +89,8 @@ class RandomSearch(Optimizer):
             else:
                 seen[key] = i
                 report = ctx.evaluate(g, examples)
-                tokens = round(report.prompt_tokens / len(report.results), 1) if report.results else 0.0
                 row.update(score=round(report.score, 6), errors=report.errors, calls=report.calls,
-                           prompt_tokens=tokens)
+                           prompt_tokens=report.prompt_tokens_per_example)
             if budget is not None and row["prompt_tokens"] > budget:
                 row["over_budget"] = True
             ctx.log(f"{self.name}: candidate {i} ({row['kind']}, {row['demos']} demos): score {row['score']:.3f}, "

@@ -50,6 +50,11 @@ class EvalReport:
         return sum(r.score for r in self.results) / len(self.results) if self.results else 0.0
 
     @property
+    def prompt_tokens_per_example(self) -> float:
+        """Mean prompt tokens per example run (all prompt nodes summed; cached calls count too)."""
+        return round(self.prompt_tokens / len(self.results), 1) if self.results else 0.0
+
+    @property
     def errors(self) -> int:
         return sum(r.error is not None for r in self.results)
 

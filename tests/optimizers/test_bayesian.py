@@ -190,3 +190,17 @@ def test_a_build_chain_with_bayesian_reports_every_trial():
     assert report["score_before"] == 0.0 and report["score_after"] == 1.0
     (step,) = report["strategies"]
     assert step["strategy"] == "bayesian" and len(step["trials"]) == 10
+    assert 0 < report["prompt_tokens_before"] and report["prompt_tokens_after"] > 0
+
+
+def test_a_build_whose_result_is_over_the_token_budget_says_so():
+    from lmpc.optimizers import BootstrapFewShot
+
+    train, dev = data()
+    lines = []
+    ctx = context(train, dev, TokenCountingFake("m", student_answer), max_prompt_tokens=10)
+    ctx.log = lines.append
+    _, report = build(graph(), [BootstrapFewShot(max_demos=2, teacher="other")], ctx)
+    assert report["prompt_tokens_after"] > 10
+    assert any(line.startswith("warning: the result averages") and "over max_prompt_tokens 10" in line
+               for line in lines)
