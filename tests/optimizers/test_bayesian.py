@@ -204,3 +204,17 @@ def test_a_build_whose_result_is_over_the_token_budget_says_so():
     assert report["prompt_tokens_after"] > 10
     assert any(line.startswith("warning: the result averages") and "over max_prompt_tokens 10" in line
                for line in lines)
+
+
+def test_bayesian_then_ensemble_votes_over_its_best_full_dev_combinations():
+    from lmpc.optimizers import Ensemble
+
+    train, dev = data()
+    ctx = context(train, dev)
+    out, report = build(graph(), [Bayesian(**OPTIONS), Ensemble(size=3)], ctx)
+    search, ens = report["strategies"]
+    full = sorted((x["score"] for x in search["score_vs_tokens"] if not x["over_budget"]), reverse=True)
+    assert [m["score"] for m in ens["members"]] == full[:3]
+    assert all(set(m["choices"]["s"]) == {"instruction", "demos"} for m in ens["members"])
+    # the best member alone scores 1.0; a vote with two weaker members cannot beat it
+    assert ens["best_member_score"] == 1.0 and report["score_after"] == 1.0
