@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -128,8 +129,13 @@ def test_bayesian_build_searches_instructions_and_demos_on_the_embedded_model(tm
                  "12  bayesian: full dev evaluations"):
         assert line in plan.stdout, plan.stdout
     out = tmp_path / "s.lmpc.json"
-    r = lmpc("build", str(src), "-o", str(out), cache=tmp_path / "c")
+    stopped = lmpc("build", str(src), "-o", str(out), "--max-calls", "9", cache=tmp_path / "c")
+    assert stopped.returncode == 1 and "budget of 9 model calls is spent" in stopped.stderr
+    assert not out.exists() and "Traceback" not in stopped.stderr
+    r = lmpc("build", str(src), "-o", str(out), cache=tmp_path / "c")  # resumes from the cache
     assert r.returncode == 0, r.stderr
+    hits = int(re.search(r"(\d+) from cache", r.stdout).group(1))
+    assert hits >= 9, r.stdout  # the 9 calls the stopped build made were not made again
     artifact = json.loads(out.read_text())
     (step,) = artifact["report"]["strategies"]
     assert step["strategy"] == "bayesian" and len(step["trials"]) == 3
