@@ -38,6 +38,11 @@ from lmpc.optimizers.instructions import PROPOSAL_ROUNDS, propose_instructions
 OVER_BUDGET = 1.0  # told to the optimizer for a combination over max_prompt_tokens (scores are -1..0)
 
 
+def _set_key(demos: list[dict[str, Any]]) -> str:
+    """Demo sets with the same demos in the same order are the same choice."""
+    return json.dumps([[d.get("source"), d["inputs"]] for d in demos], sort_keys=True, default=str)
+
+
 @dataclass
 class Combo:
     """One combination of choices and what is known of it."""
@@ -109,9 +114,7 @@ class Bayesian(Optimizer):
                 demos = g.nodes[nid]["demos"]
                 if j == 1:
                     shown[nid] = demos
-                known = [json.dumps([d.get("source"), d["inputs"]], sort_keys=True, default=str) for d in demos]
-                if all(known != [json.dumps([d.get("source"), d["inputs"]], sort_keys=True, default=str) for d in s]
-                       for s in sets[nid]):
+                if _set_key(demos) not in {_set_key(s) for s in sets[nid]}:
                     sets[nid].append(demos)
         return sets, run.summary(), shown
 
