@@ -63,6 +63,10 @@ class OptimizeContext:
         self._programs.append(prog)
         return prog
 
+    def scoring_set(self) -> tuple[str, list[Example]]:
+        """Where candidates are scored: ("dev", devset), or ("train", trainset) without dev data."""
+        return ("dev", self.devset) if self.devset else ("train", self.trainset)
+
     def evaluate(self, graph: nx.DiGraph, examples: list[Example], model: str | None = None) -> EvalReport:
         return evaluate(self.program(graph, model), examples, self.metric)
 
@@ -95,6 +99,8 @@ class Optimizer(ABC):
     name: ClassVar[str]
     # option name -> (accepted types, default). Must match compiler/optimize_spec.STRATEGIES.
     options_spec: ClassVar[dict[str, tuple[tuple[type, ...], Any]]]
+    # option name -> the smallest value it accepts
+    minimums: ClassVar[dict[str, int]] = {}
 
     def __init__(self, **options: Any):
         unknown = sorted(set(options) - set(self.options_spec))
@@ -108,6 +114,13 @@ class Optimizer(ABC):
                 want = " or ".join(t.__name__ for t in types)
                 raise OptimizerConfigError(f"{self.name}: option `{key}` takes {want}, not {value!r}")
             self.options[key] = value
+        for key, low in self.minimums.items():
+            if self.options[key] is not None and self.options[key] < low:
+                raise OptimizerConfigError(f"{self.name}: `{key}` must be {low} or more, not {self.options[key]}")
+
+    def seed(self, ctx: "OptimizeContext") -> int:
+        """The strategy's `seed` option, else the build's."""
+        return self.options["seed"] if self.options.get("seed") is not None else ctx.seed
 
     @abstractmethod
     def planned_calls(self, graph: nx.DiGraph, n_train: int, n_dev: int) -> dict[str, int]:

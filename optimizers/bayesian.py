@@ -72,13 +72,8 @@ class Bayesian(Optimizer):
         "proposer": ((str,), None),
         "seed": ((int,), None),
     }
-
-    def __init__(self, **options: Any):
-        super().__init__(**options)
-        for key, low in (("trials", 1), ("instructions", 1), ("demo_sets", 1), ("minibatch", 1),
-                         ("full_eval_every", 1), ("max_demos", 1), ("max_labeled", 0)):
-            if self.options[key] < low:
-                raise OptimizerConfigError(f"{self.name}: `{key}` must be {low} or more, not {self.options[key]}")
+    minimums = {"trials": 1, "instructions": 1, "demo_sets": 1, "minibatch": 1, "full_eval_every": 1,
+                "max_demos": 1, "max_labeled": 0}
 
     # -- planning ------------------------------------------------------------------------
     def planned_calls(self, graph: nx.DiGraph, n_train: int, n_dev: int) -> dict[str, int]:
@@ -125,11 +120,11 @@ class Bayesian(Optimizer):
         from skopt.utils import cook_estimator
 
         o = self.options
-        seed = o["seed"] if o["seed"] is not None else ctx.seed
+        seed = self.seed(ctx)
         check_teacher(self.name, graph, o["teacher"])
         if not ctx.trainset and (o["demo_sets"] > 1 or o["instructions"] > 1):
             raise OptimizerConfigError(f"{self.name} needs training examples (`train` in the optimize block)")
-        scored_on, examples = ("dev", ctx.devset) if ctx.devset else ("train", ctx.trainset)
+        scored_on, examples = ctx.scoring_set()
         if not examples:
             raise OptimizerConfigError(f"{self.name} needs dev examples to score candidates (`dev` in the optimize block)")
         if not ctx.devset:

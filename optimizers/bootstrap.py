@@ -163,19 +163,14 @@ class BootstrapFewShot(Optimizer):
         "teacher": ((str,), None),
         "seed": ((int,), None),
     }
-
-    def __init__(self, **options: Any):
-        super().__init__(**options)
-        for key, low in (("max_demos", 0), ("max_labeled", 0), ("max_rounds", 1)):
-            if self.options[key] < low:
-                raise OptimizerConfigError(f"{self.name}: `{key}` must be {low} or more, not {self.options[key]}")
+    minimums = {"max_demos": 0, "max_labeled": 0, "max_rounds": 1}
 
     def planned_calls(self, graph: nx.DiGraph, n_train: int, n_dev: int) -> dict[str, int]:
         return {"teacher": n_train * self.options["max_rounds"] * len(prompt_nodes(graph))}
 
     def compile(self, graph: nx.DiGraph, ctx: OptimizeContext) -> OptimizeResult:
         o = self.options
-        seed = o["seed"] if o["seed"] is not None else ctx.seed
+        seed = self.seed(ctx)
         check_teacher(self.name, graph, o["teacher"])
         if not ctx.trainset:
             raise OptimizerConfigError(f"{self.name} needs training examples (`train` in the optimize block)")

@@ -151,7 +151,7 @@ class Ensemble(Optimizer):
         members = self._members(ctx)
         if len(members) < size:
             ctx.log(f"{self.name}: only {len(members)} distinct candidates; the ensemble has {len(members)} members")
-        scored_on, examples = ("dev", ctx.devset) if ctx.devset else ("train", ctx.trainset)
+        scored_on, examples = ctx.scoring_set()
         joined = ensemble_graph([c.graph for c in members])
         report = ctx.evaluate(joined, examples)
         score, tokens = round(report.score, 6), report.prompt_tokens_per_example

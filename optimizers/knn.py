@@ -39,12 +39,10 @@ class KNNFewShot(Optimizer):
         "max_labeled": ((int,), 0),
         "seed": ((int,), None),
     }
+    minimums = {"k": 1, "max_labeled": 0}
 
     def __init__(self, **options: Any):
         super().__init__(**options)
-        for key, low in (("k", 1), ("max_labeled", 0)):
-            if self.options[key] < low:
-                raise OptimizerConfigError(f"{self.name}: `{key}` must be {low} or more, not {self.options[key]}")
         if not self.options["embedder"]:
             raise OptimizerConfigError(f"{self.name}: `embedder` must name an embedder, e.g. \"{DEFAULT_EMBEDDER}\"")
 
@@ -53,7 +51,7 @@ class KNNFewShot(Optimizer):
 
     def compile(self, graph: nx.DiGraph, ctx: OptimizeContext) -> OptimizeResult:
         o = self.options
-        seed = o["seed"] if o["seed"] is not None else ctx.seed
+        seed = self.seed(ctx)
         check_teacher(self.name, graph, o["teacher"])
         if not ctx.trainset:
             raise OptimizerConfigError(f"{self.name} needs training examples (`train` in the optimize block)")

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import networkx as nx
 
 from lmpc.compiler.ir import prompt_nodes
-from lmpc.optimizers.base import OptimizeContext, Optimizer, OptimizerConfigError, OptimizeResult
+from lmpc.optimizers.base import OptimizeContext, Optimizer, OptimizeResult
 from lmpc.optimizers.demos import copy_graph, label_plan, labeled_candidates, rng_for, select
 from lmpc.runtime.data import Example
 
@@ -41,17 +39,13 @@ class LabeledFewShot(Optimizer):
 
     name = "labeled_few_shot"
     options_spec = {"k": ((int,), 16), "seed": ((int,), None)}
-
-    def __init__(self, **options: Any):
-        super().__init__(**options)
-        if self.options["k"] < 0:
-            raise OptimizerConfigError(f"{self.name}: `k` must be 0 or more, not {self.options['k']}")
+    minimums = {"k": 0}
 
     def planned_calls(self, graph: nx.DiGraph, n_train: int, n_dev: int) -> dict[str, int]:
         return {}
 
     def compile(self, graph: nx.DiGraph, ctx: OptimizeContext) -> OptimizeResult:
-        seed = self.options["seed"] if self.options["seed"] is not None else ctx.seed
+        seed = self.seed(ctx)
         out = copy_graph(graph)
         chosen, skipped = labeled_demos(graph, ctx.trainset, self.options["k"], seed)
         for nid, demos in chosen.items():

@@ -31,12 +31,7 @@ class RandomSearch(Optimizer):
         "teacher": ((str,), None),
         "seed": ((int,), None),
     }
-
-    def __init__(self, **options: Any):
-        super().__init__(**options)
-        for key, low in (("candidates", 1), ("max_demos", 1), ("max_labeled", 0)):
-            if self.options[key] < low:
-                raise OptimizerConfigError(f"{self.name}: `{key}` must be {low} or more, not {self.options[key]}")
+    minimums = {"candidates": 1, "max_demos": 1, "max_labeled": 0}
 
     def planned_calls(self, graph: nx.DiGraph, n_train: int, n_dev: int) -> dict[str, int]:
         per_row = len(prompt_nodes(graph))
@@ -68,11 +63,11 @@ class RandomSearch(Optimizer):
 
     def compile(self, graph: nx.DiGraph, ctx: OptimizeContext) -> OptimizeResult:
         o = self.options
-        seed = o["seed"] if o["seed"] is not None else ctx.seed
+        seed = self.seed(ctx)
         check_teacher(self.name, graph, o["teacher"])
         if not ctx.trainset and o["candidates"] > 1:
             raise OptimizerConfigError(f"{self.name} needs training examples (`train` in the optimize block)")
-        scored_on, examples = ("dev", ctx.devset) if ctx.devset else ("train", ctx.trainset)
+        scored_on, examples = ctx.scoring_set()
         if not ctx.devset:
             ctx.log(f"{self.name}: no dev set; scoring the candidates on the training set (optimistic)")
         graphs, teacher = self._graphs(graph, ctx, seed)
