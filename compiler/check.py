@@ -32,6 +32,7 @@ PROVIDER_OPTIONS: dict[str, dict[str, tuple[type, ...]]] = {
     "llama_cpp": {
         "builtin": (str,), "path": (str,), "hf": (str,), "temperature": (int, float),
         "max_tokens": (int,), "n_ctx": (int,), "seed": (int,), "n_threads": (int,), "reproducible": (bool,),
+        "extra_buffers": (str, bool),  # auto | true | false: llama.cpp's weight-repacking buffers
     },
     "openai": {
         "model": (str,), "base_url": (str,), "api_key_env": (str,), "temperature": (int, float),
@@ -268,6 +269,10 @@ def _check_models(ctx: Context) -> str:
                 continue
             if kw.name == "structured_output" and value not in STRUCTURED_OUTPUT_MODES:
                 ctx.report("bad-model-option", kw.value.span, f"structured_output is one of {', '.join(STRUCTURED_OUTPUT_MODES)}")
+                continue
+            if kw.name == "extra_buffers" and isinstance(value, str) and value != "auto":
+                ctx.report("bad-model-option", kw.value.span, 'extra_buffers is "auto", true or false',
+                           "true/false force llama.cpp's extra buffer types on/off; see docs/runtime.md")
                 continue
             info.options[kw.name] = value
         if decl.provider == "llama_cpp":

@@ -28,11 +28,13 @@ from typing import Any, Callable, TypeVar
 
 from lmpc.runtime.errors import LmpcRuntimeError, ModelConfigError, ModelNotFoundError
 from lmpc.runtime.models.base import Completion, GenerationRequest, Model, check_options
+from lmpc.runtime.models.llama_system import ExtraBuffers, extra_buffers_for, load_llama, parse_setting
 from lmpc.runtime.models.resolve import file_identity, resolve_model_file
 
 T = TypeVar("T")
 
-OPTIONS = ("builtin", "path", "hf", "temperature", "max_tokens", "n_ctx", "seed", "n_threads", "reproducible")
+OPTIONS = ("builtin", "path", "hf", "temperature", "max_tokens", "n_ctx", "seed", "n_threads", "reproducible",
+           "extra_buffers")
 DEFAULT_N_CTX = 2048
 # Prompt evaluation grid. Smaller re-evaluates fewer cached tokens; a batch of 1 is slow.
 # Measured on 50 sentiment prompts: 32 -> 25.7 s, 16 -> 19.9 s, 8 -> 20.3 s, 1 -> 29.4 s.
@@ -168,6 +170,10 @@ class LlamaCppModel(Model):
         self.reproducible = options.get("reproducible", True)
         if not isinstance(self.reproducible, bool):
             raise ModelConfigError(f"model `{name}`: option reproducible must be true or false")
+        # auto | True | False; decided against this machine at load (see llama_system.py)
+        self.extra_buffers_option = parse_setting(options.get("extra_buffers", "auto"),
+                                                  f"model `{name}`: option extra_buffers")
+        self.extra_buffers: ExtraBuffers | None = None  # the decision the load applied
         self._identity: str | None = None
         self._worker: _Worker | None = None  # started on first use
         self._lock = threading.Lock()
@@ -230,10 +236,11 @@ class LlamaCppModel(Model):
         if w.llm is not None:
             return w.llm
         _install_log_sink()
-        from llama_cpp import Llama
-
+        decision = extra_buffers_for(self.extra_buffers_option)
+        log.info("lmpc: model `%s`: llama.cpp extra buffer types %s (%s)", self.name, decision.word, decision.reason)
         try:
-            w.llm = Llama(
+            w.llm = load_llama(
+                decision.enabled,
                 model_path=str(self.path),
                 n_ctx=self.n_ctx,
                 n_batch=PREFIX_CHUNK if self.reproducible else FREE_BATCH,
@@ -243,6 +250,8 @@ class LlamaCppModel(Model):
                 seed=self.seed,
                 verbose=False,
             )
+        except LmpcRuntimeError:
+            raise
         except Exception as e:
             raise ModelNotFoundError(
                 f"llama.cpp could not load the model `{self.name}` from {self.path} ({e}); "
@@ -263,13 +272,26 @@ class LlamaCppModel(Model):
                 bos_token=model.token_get_text(bos) if bos != -1 else "",
                 stop_token_ids=[eos],
             )
+        self.extra_buffers = decision
         return w.llm
 
+    def perf(self) -> dict[str, float]:
+        """llama.cpp's counters since load: prompt/generated tokens and their milliseconds."""
+        import llama_cpp
+
+        def read() -> dict[str, float]:
+            p = llama_cpp.llama_perf_context(self._load().ctx)
+            return {"prompt_tokens": p.n_p_eval, "prompt_ms": p.t_p_eval_ms,
+                    "generated_tokens": p.n_eval, "generation_ms": p.t_eval_ms, "load_ms": p.t_load_ms}
+
+        return self._submit(read)
+
     def _grammar(self, schema: dict) -> Any:
-        # Cached per schema (and prompt style): the Python converter is the slow part.
+        # Cached per schema (and prompt style): the Python converter is the slow part. Key
+        # order is part of the key: properties are generated in the schema's order.
         w = self._w
         chat = w.formatter is not None
-        key = json.dumps(schema, sort_keys=True) + ("|chat" if chat else "|base")
+        key = json.dumps(schema) + ("|chat" if chat else "|base")
         grammar = w.grammars.get(key)
         if grammar is None:
             import llama_cpp

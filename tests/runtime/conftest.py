@@ -15,6 +15,7 @@ import sys
 import threading
 import time
 import urllib.request
+from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -43,20 +44,22 @@ def smollm2_path() -> Path:
         pytest.fail(f"{e}  (the runtime tests need the embedded default model)", pytrace=False)
 
 
-@pytest.fixture(scope="session")
-def llama_server(smollm2_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """llama-cpp-python's OpenAI-compatible server with SmolLM2; yields its /v1 base URL."""
+@contextmanager
+def running_llama_server(model_path: Path, log_path: Path, env: dict[str, str] | None = None) -> Iterator[str]:
+    """llama-cpp-python's OpenAI-compatible server, started through lmpc's launcher (which
+    applies the extra-buffer decision, see llama_system.py); yields its /v1 base URL. Its
+    output (llama.cpp's load log included) goes to log_path."""
     port = free_port()
-    log_path = tmp_path_factory.mktemp("llama_server") / "server.log"
     threads = str(max(1, (os.cpu_count() or 2) // 2))  # see local.default_threads
     cmd = [
-        sys.executable, "-m", "llama_cpp.server", "--model", str(smollm2_path),
+        sys.executable, "-m", "lmpc.runtime.models.llama_server", "--model", str(model_path),
         "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "2048",
         "--n_threads", threads, "--n_threads_batch", threads,
     ]
     base_url = f"http://127.0.0.1:{port}/v1"
     with log_path.open("wb") as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                env={**os.environ, **(env or {})})
     try:
         deadline = time.monotonic() + SERVER_START_TIMEOUT_S
         while True:
@@ -81,6 +84,14 @@ def llama_server(smollm2_path: Path, tmp_path_factory: pytest.TempPathFactory) -
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+@pytest.fixture(scope="session")
+def llama_server(smollm2_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The OpenAI-compatible server with SmolLM2 (through lmpc's launcher); its /v1 base URL."""
+    log_path = tmp_path_factory.mktemp("llama_server") / "server.log"
+    with running_llama_server(smollm2_path, log_path) as base_url:
+        yield base_url
 
 
 def chat_completion(content: str) -> dict[str, Any]:
