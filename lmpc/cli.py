@@ -126,10 +126,12 @@ def build_parser() -> argparse.ArgumentParser:
     g.set_defaults(func=cmd_graph)
 
     from lmpc.cli_build import add_build_command
+    from lmpc.cli_doctor import add_doctor_command
     from lmpc.cli_run import add_run_commands
 
     add_run_commands(sub)
     add_build_command(sub)
+    add_doctor_command(sub)
     return p
 
 
