@@ -12,7 +12,7 @@ from lmpc.compiler.check import check_module
 from lmpc.compiler.checked import CheckedProgram
 from lmpc.compiler.diagnostics import CompileError, Diagnostic, sort_key
 from lmpc.compiler.lower import lower_program
-from lmpc.compiler.syntax import parse_module, too_deep
+from lmpc.compiler.syntax import nesting_error, parse_module, too_deep
 
 
 @contextlib.contextmanager
@@ -35,10 +35,20 @@ def gc_paused() -> Iterator[None]:
 
 def analyze(text: str, file: str = "<string>") -> tuple[CheckedProgram | None, list[Diagnostic]]:
     """Parse, check and (when error-free) lower. Never raises for a mistake in `text`."""
+    from lark.exceptions import VisitError
+
+    text = text.removeprefix("\ufeff")  # a UTF-8 BOM, as some Windows editors write
+    deep = nesting_error(text, file)
+    if deep is not None:
+        return None, [deep]
     with gc_paused():
         try:
             return _analyze(text, file)
-        except RecursionError:  # absurd nesting, or a chain of thousands of types or calls
+        except RecursionError:  # a chain of thousands of types, calls or `.field`s
+            return None, [too_deep(text, file)]
+        except VisitError as e:  # the same, met inside a parse-tree callback
+            if not isinstance(e.orig_exc, RecursionError):
+                raise
             return None, [too_deep(text, file)]
 
 
@@ -57,12 +67,12 @@ def compile_source(text: str, file: str = "<string>") -> CheckedProgram:
     """Compile .lmp text; raises CompileError carrying every diagnostic if there is an error."""
     program, diags = analyze(text, file)
     if program is None:
-        raise CompileError(diags, {file: text})
+        raise CompileError(diags, {file: text.removeprefix("\ufeff")})
     return program
 
 
 def read_source(path: str | Path) -> str:
-    return Path(path).read_text(encoding="utf-8")
+    return Path(path).read_text(encoding="utf-8-sig")  # a BOM is not part of the program
 
 
 def compile_file(path: str | Path) -> CheckedProgram:

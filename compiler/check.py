@@ -25,7 +25,8 @@ from lmpc.compiler.checked import (
 from lmpc.compiler.diagnostics import Diagnostic, Span, did_you_mean
 from lmpc.compiler.optimize_spec import check_optimize
 from lmpc.compiler.types import (
-    ANY, GENERICS, PRIMITIVES, STR, EnumT, ListT, ObjT, OptT, Prim, Type, with_alias,
+    ANY, GENERICS, MAX_NESTING, PRIMITIVES, STR, TOO_DEEP, EnumT, ListT, ObjT, OptT, Prim, Type,
+    built_on_too_deep, nesting, with_alias,
 )
 
 PROVIDER_OPTIONS: dict[str, dict[str, tuple[type, ...]]] = {
@@ -88,7 +89,7 @@ class Context:
                 self.report("bad-type-argument", t.span, f"`{t.name}` takes no type argument",
                             "only `list[T]` is generic")
                 return ANY
-            return ListT(self.resolve_type(t.arg))
+            return self.bounded(ListT(self.resolve_type(t.arg)), t.span)
         if isinstance(t, ast.ObjectType):
             seen: dict[str, Type] = {}
             for f in t.fields:
@@ -96,8 +97,20 @@ class Context:
                     self.report("duplicate-field", f.span, f"field `{f.name}` appears twice in this object")
                     continue
                 seen[f.name] = self.resolve_type(f.type)
-            return ObjT(tuple(seen.items()))
+            return self.bounded(ObjT(tuple(seen.items())), t.span)
         raise AssertionError(t)
+
+    def bounded(self, t: Type, span: Span) -> Type:
+        """The type, or TOO_DEEP (reported once) past the one nesting limit; named types count their levels."""
+        depth = nesting(t)
+        if depth <= MAX_NESTING:
+            return t
+        if built_on_too_deep(t):  # reported where the limit was passed
+            return TOO_DEEP
+        self.report("type-too-deep", span, f"this type nests {depth} levels of `list[...]` and `{{...}}`; "
+                    f"at most {MAX_NESTING} are allowed", f"flatten the value: types nest at most {MAX_NESTING} "
+                    "levels, so that every value can be validated, generated and read from data files")
+        return TOO_DEEP
 
     def resolve_named(self, name: str, span: Span) -> Type:
         if name in PRIMITIVES:

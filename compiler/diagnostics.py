@@ -7,11 +7,32 @@ test checks that the two agree.
 from __future__ import annotations
 
 import difflib
+import re
 from dataclasses import dataclass, field
 from typing import Iterable
 
 ERROR = "error"
 WARNING = "warning"
+
+
+# Characters that must not reach a terminal raw: C0 controls (ESC starts escape sequences, CR
+# rewrites the line), DEL, C1 controls (U+009B is CSI to some terminals) and the bidirectional
+# overrides and isolates that make text display in another order than it reads ("Trojan Source").
+_UNSAFE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+# In a quoted source line each character keeps one column, so the caret stays under its
+# place: C0 controls and DEL as their Unicode control pictures (as rustc shows them), the
+# others as U+FFFD.
+_PICTURES = {**{c: chr(0x2400 + c) for c in range(0x20)}, 0x7F: "\u2421", 0x09: " "}
+
+
+def printable(text: str) -> str:
+    """`text` with the characters above escaped as \\xNN / \\uNNNN (newlines and tabs kept)."""
+    return _UNSAFE.sub(lambda m: f"\\x{ord(m.group()):02x}" if ord(m.group()) < 0x100
+                       else f"\\u{ord(m.group()):04x}", text)
+
+
+def _source_line(text: str) -> str:
+    return _UNSAFE.sub(lambda m: _PICTURES.get(ord(m.group()), "\ufffd"), text.replace("\t", " "))
 
 
 @dataclass(frozen=True)
@@ -76,6 +97,7 @@ CODES: dict[str, tuple[str, str]] = {
     "bad-union": (ERROR, "a union of anything but string literals"),
     "bad-type-argument": (ERROR, "a generic type used wrongly (`list` needs one type argument)"),
     "recursive-type": (ERROR, "a named type refers to itself"),
+    "type-too-deep": (ERROR, "a type nests more than 16 levels of `list[...]` and `{...}`"),
     "reserved-field": (ERROR, "a field name the compiler reserves (e.g. `reasoning` with chain_of_thought)"),
     # graph
     "cycle": (ERROR, "steps (or pipelines) depend on each other in a circle"),
@@ -127,10 +149,12 @@ class Diagnostic:
 
     def render(self, source: str | None = None) -> str:
         """`file:line:col: error[code]: message`, the source line with a caret, the hint."""
-        out = [f"{self.span}: {self.severity}[{self.code}]: {self.message}"]
-        lines = source.splitlines() if source is not None else []
+        out = [printable(f"{self.span}: {self.severity}[{self.code}]: {self.message}")]
+        # Split at \n only, as the parser counts lines (splitlines() also splits at \x0c,
+        # \x1c.. and U+2028, which would quote the wrong line).
+        lines = source.split("\n") if source is not None else []
         if 1 <= self.span.line <= len(lines):
-            text = lines[self.span.line - 1].replace("\t", " ")
+            text = _source_line(lines[self.span.line - 1].rstrip("\r"))
             num = str(self.span.line)
             pad = " " * len(num)
             end = self.span.end_col if self.span.end_line == self.span.line else len(text) + 1
@@ -138,7 +162,7 @@ class Diagnostic:
             out.append(f" {num} | {text}")
             out.append(f" {pad} | {' ' * (self.span.col - 1)}{'^' * width}")
         if self.hint:
-            out.append(f"  hint: {self.hint}")
+            out.append(printable(f"  hint: {self.hint}"))
         return "\n".join(out)
 
 

@@ -27,7 +27,13 @@ def _edge_label(d: dict) -> str:
 
 
 def _mermaid_id(nid: str) -> str:
-    return "n_" + "".join(c if c.isalnum() else "_" for c in nid)
+    """A Mermaid-safe id, one per node id: `_` is written `__` and any other character that is
+    not an ASCII letter or digit `_HEX_`, so `k/c` (an inlined step) and `k_c` stay apart."""
+    def part(c: str) -> str:
+        if c.isascii() and c.isalnum():
+            return c
+        return "__" if c == "_" else f"_{ord(c):x}_"
+    return "n_" + "".join(part(c) for c in nid)
 
 
 def to_mermaid(g: nx.DiGraph) -> str:

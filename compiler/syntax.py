@@ -15,6 +15,7 @@ from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput
 from lmpc.compiler import ast
 from lmpc.compiler.build_ast import AstBuilder
 from lmpc.compiler.diagnostics import Diagnostic, Span
+from lmpc.compiler.types import MAX_NESTING
 from lmpc.grammar import get_parser
 
 TOP_KEYWORDS = ("model", "type", "signature", "pipeline", "optimize")
@@ -187,14 +188,13 @@ def _diagnose(e: UnexpectedInput, text: str, file: str, next_line: int | None = 
     return Diagnostic("syntax-error", span, f"unexpected `{value}`", _expected(e) or None)
 
 
-def too_deep(text: str, file: str) -> Diagnostic:
-    """The diagnostic for a file that nests deeper than the compiler's recursion allows.
+_STRING = re.compile(r'"""(?:[^"\\]|\\.|"(?!""))*"""|"(?:[^"\\\n]|\\.)*"', re.S)
 
-    Like CPython's "too many nested parentheses", this is reported as a syntax error: at the
-    deepest bracket when brackets are what nests, else at the top of the file (a long chain of
-    types, or of pipelines calling the next one).
-    """
-    depth, deepest, at = 0, 0, (1, 1)
+
+def _bracket_depth(text: str, limit: int) -> tuple[int, tuple[int, int] | None]:
+    """(deepest bracket nesting outside strings and comments, (line, col) of the first bracket
+    deeper than `limit`, or None)."""
+    depth, deepest, at = 0, 0, None
     line, col, i, n = 1, 1, 0, len(text)
     while i < n:
         ch = text[i]
@@ -205,7 +205,7 @@ def too_deep(text: str, file: str) -> Diagnostic:
             i = j
             continue
         if ch == '"':  # skip a string (single- or triple-quoted)
-            m = re.compile(r'"""(?:[^"\\]|\\.|"(?!""))*"""|"(?:[^"\\\n]|\\.)*"', re.S).match(text, i)
+            m = _STRING.match(text, i)
             if m:
                 body = m.group(0)
                 if "\n" in body:
@@ -217,8 +217,9 @@ def too_deep(text: str, file: str) -> Diagnostic:
                 continue
         if ch in "([{":
             depth += 1
-            if depth > deepest:
-                deepest, at = depth, (line, col)
+            deepest = max(deepest, depth)
+            if depth > limit and at is None:
+                at = (line, col)
         elif ch in ")]}":
             depth = max(0, depth - 1)
         if ch == "\n":
@@ -226,9 +227,33 @@ def too_deep(text: str, file: str) -> Diagnostic:
         else:
             col += 1
         i += 1
-    if deepest > 50:
-        return Diagnostic("syntax-error", Span(file, at[0], at[1], at[0], at[1] + 1),
-                          f"too many nested brackets ({deepest} levels)",
-                          "name the inner parts: a `type` for a nested type, a step for a nested value")
-    return Diagnostic("syntax-error", Span(file, 1, 1, 1, 2), "the declarations of this file nest too deeply",
-                      "a chain of types (or of pipelines calling the next one) is too long for the compiler")
+    return deepest, at
+
+
+# Brackets may nest a little deeper than types (types.MAX_NESTING), so that a type (or a list
+# value) at the limit can be written inside a declaration's own brackets: a pipeline's `(...)`
+# and `{...}`, a call's `(...)`.
+MAX_BRACKETS = MAX_NESTING + 4
+
+
+def nesting_error(text: str, file: str) -> Diagnostic | None:
+    """A syntax error at the first bracket nested deeper than MAX_BRACKETS, else None.
+
+    Checked before parsing, like CPython's "too many nested parentheses": the parse tree is
+    walked recursively, and what nests deeper than this could not be a valid type anyway."""
+    if text.count("(") + text.count("[") + text.count("{") <= MAX_BRACKETS:
+        return None  # cannot nest too deeply: skip the scan
+    deepest, at = _bracket_depth(text, MAX_BRACKETS)
+    if at is None:
+        return None
+    return Diagnostic("syntax-error", Span(file, at[0], at[1], at[0], at[1] + 1),
+                      f"too many nested brackets ({deepest} levels; at most {MAX_BRACKETS})",
+                      "name the inner parts: a `type` for a nested type, a step for a nested value")
+
+
+def too_deep(text: str, file: str) -> Diagnostic:
+    """The diagnostic for a file that nests deeper than the compiler's recursion allows (brackets
+    are bounded before parsing, so this is a long chain of types, or of pipelines calling the next)."""
+    return nesting_error(text, file) or Diagnostic(
+        "syntax-error", Span(file, 1, 1, 1, 2), "the declarations of this file nest too deeply",
+        "a chain of types, of pipelines calling the next one, or of `.field`s is too long for the compiler")

@@ -8,6 +8,13 @@ from typing import Union
 PRIMITIVES = ("str", "int", "float", "bool")
 GENERICS = ("list",)
 
+# The one nesting limit: brackets in a .lmp file, levels of `list[...]` and `{...}` in a type
+# (through named types too), and rows of data files (see runtime/data.py) nest at most this
+# deep. Everything below it works at every later stage (JSON Schema validation, the llama.cpp
+# grammar, the recursive json parser) with a wide margin; structured-output APIs allow far less
+# (OpenAI: 10 levels), and no real program comes near it.
+MAX_NESTING = 16
+
 
 @dataclass(frozen=True)
 class Prim:
@@ -51,6 +58,8 @@ class AnyT:
     """Stands in after an error so one mistake does not cascade into many."""
 
     alias: str | None = field(default=None, compare=False)
+    # Stands for a type past MAX_NESTING: types built on it are past it too, but not reported again.
+    too_deep: bool = field(default=False, compare=False)
 
 
 @dataclass(frozen=True)
@@ -67,10 +76,35 @@ INT = Prim("int")
 FLOAT = Prim("float")
 BOOL = Prim("bool")
 ANY = AnyT()
+TOO_DEEP = AnyT(too_deep=True)
 
 
 def with_alias(t: Type, alias: str) -> Type:
     return type(t)(**{**{k: getattr(t, k) for k in t.__dataclass_fields__}, "alias": alias})
+
+
+def nesting(t: Type) -> int:
+    """How many `list[...]` and `{...}` levels deep the type goes (the JSON value's depth);
+    a type built on TOO_DEEP is past the limit."""
+    if isinstance(t, AnyT) and t.too_deep:
+        return MAX_NESTING + 1
+    if isinstance(t, ListT):
+        return 1 + nesting(t.item)
+    if isinstance(t, OptT):
+        return nesting(t.inner)
+    if isinstance(t, ObjT):
+        return 1 + max((nesting(ft) for _, ft in t.fields), default=0)
+    return 0
+
+
+def built_on_too_deep(t: Type) -> bool:
+    if isinstance(t, AnyT):
+        return t.too_deep
+    if isinstance(t, (ListT, OptT)):
+        return built_on_too_deep(t.item if isinstance(t, ListT) else t.inner)
+    if isinstance(t, ObjT):
+        return any(built_on_too_deep(ft) for _, ft in t.fields)
+    return False
 
 
 def describe(t: Type, expand: bool = False) -> str:

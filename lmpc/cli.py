@@ -22,7 +22,7 @@ class UsageError(Exception):
 
 def _read(path: str) -> str:
     try:
-        return Path(path).read_text(encoding="utf-8")
+        return Path(path).read_text(encoding="utf-8-sig")  # a BOM is not part of the program
     except FileNotFoundError:
         raise UsageError(f"no such file: {path}") from None
     except (OSError, UnicodeDecodeError) as e:
@@ -144,7 +144,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except UsageError as e:
-        print(f"lmpc: error: {e}", file=sys.stderr)
+        from lmpc.compiler.diagnostics import printable  # file text in a message: no raw ESC/NUL
+
+        print(printable(f"lmpc: error: {e}"), file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("lmpc: interrupted", file=sys.stderr)

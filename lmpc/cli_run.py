@@ -30,20 +30,20 @@ def parse_inputs(pairs: list[str], fields: dict[str, dict]) -> dict[str, Any]:
     return row
 
 
-def read_rows(path: str) -> list[dict[str, Any]]:
-    """Rows of a JSONL, JSON, CSV or TSV file (or hf://...); a bad row is a usage error with file:line."""
-    from lmpc.runtime.data import DataError
-    from lmpc.runtime.data import read_rows as rows_of
+def read_rows(path: str, fields: dict[str, dict]) -> tuple[list[dict[str, Any]], list[str]]:
+    """(the pipeline's inputs of each row, "file:line" of each row) of a JSONL, JSON, CSV or TSV
+    file (or hf://...). Rows are checked against the inputs' types before any model call (CSV
+    cells are read as those types); a bad row is a usage error naming it as file:line."""
+    from lmpc.runtime.data import DataError, load_examples
 
     try:
-        rows = []
-        for _, row in rows_of(path):
-            if isinstance(row, DataError):
-                raise row
-            rows.append(row)
-        return rows
+        examples, bad = load_examples(path, fields, {}, skip_bad_rows=True)
     except DataError as e:
         raise _usage_error(str(e)) from None
+    if bad:
+        more = f" (and {len(bad) - 1} more bad row{'s' if len(bad) > 2 else ''})" if len(bad) > 1 else ""
+        raise _usage_error(f"{bad[0]}{more}")
+    return [ex.inputs for ex in examples], [ex.source for ex in examples]
 
 
 def is_artifact(path: str) -> bool:
@@ -87,16 +87,18 @@ def add_program_options(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from lmpc.compiler.diagnostics import printable
     from lmpc.runtime.errors import LmpcRuntimeError
 
     prog = open_program(args)
     if prog is None:
         return 1
+    sources: list[str] | None = None  # "file:line" of each row of --input-file
     if args.input_file:
         if args.input:
             raise _usage_error("give either --input or --input-file, not both")
-        # Data files carry more than inputs (gold labels, ids): take the input columns.
-        rows = [{k: v for k, v in row.items() if k in prog.input_fields} for row in read_rows(args.input_file)]
+        # Data files carry more than inputs (gold labels, ids): only the inputs are taken.
+        rows, sources = read_rows(args.input_file, prog.input_fields)
     else:
         rows = [parse_inputs(args.input or [], prog.input_fields)]
     t0 = time.perf_counter()
@@ -109,15 +111,17 @@ def cmd_run(args: argparse.Namespace) -> int:
         prog.close()
     failed = 0
     for r in results:
+        where = {"source": sources[r.index]} if sources else {}
         if args.json:
-            print(json.dumps({"row": r.index, **r.to_json()}, ensure_ascii=False))
+            print(json.dumps({"row": r.index, **where, **r.to_json()}, ensure_ascii=False))
         elif r.ok:
             prefix = f"[{r.index}] " if len(results) > 1 else ""
-            print(prefix + "  ".join(f"{k}: {json.dumps(v, ensure_ascii=False) if not isinstance(v, str) else v}"
-                                     for k, v in r.values.items()))
+            print(printable(prefix + "  ".join(f"{k}: {json.dumps(v, ensure_ascii=False) if not isinstance(v, str) else v}"
+                                               for k, v in r.values.items())))
         if not r.ok:
             failed += 1
-            print(f"lmpc: error: {r.error}", file=sys.stderr)
+            row = f"{sources[r.index]}: " if sources else ""
+            print(printable(f"lmpc: error: {row}{r.error}"), file=sys.stderr)
             raw = getattr(r.error, "raw_text", None)
             if raw is not None:
                 print(f"  raw model output: {raw[:500]!r}", file=sys.stderr)
@@ -130,6 +134,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
+    from lmpc.compiler.diagnostics import printable  # traced text comes from data files and models
     from lmpc.runtime.cache import default_cache_dir
     from lmpc.runtime.trace import TraceLog
 
@@ -152,13 +157,13 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         messages = e.get("messages") or []
         shown = messages if args.full else messages[-1:]
         for m in shown:
-            print(f"   {m['role']}: " + m["content"].replace("\n", "\n      "))
+            print(printable(f"   {m['role']}: " + m["content"].replace("\n", "\n      ")))
         if e.get("kind") == "call":
-            print(f"   inputs: {json.dumps(e.get('inputs'), ensure_ascii=False)}")
+            print(printable(f"   inputs: {json.dumps(e.get('inputs'), ensure_ascii=False)}"))
         if e.get("raw") is not None:
-            print(f"   raw: {e['raw']}")
+            print(printable(f"   raw: {e['raw']}"))
         if e.get("error"):
-            print(f"   error: {e['error']}")
+            print(printable(f"   error: {e['error']}"))
     return 0
 
 

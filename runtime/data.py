@@ -17,12 +17,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
+from lmpc.compiler.jsonsafe import JSONTooDeep, load_json_bounded, too_deep_at
+from lmpc.compiler.types import MAX_NESTING
+from lmpc.compiler.diagnostics import printable
 from lmpc.runtime.errors import LmpcRuntimeError
 from lmpc.runtime.values import coerce_text, validation_error
 
 SUPPORTED = (".jsonl", ".json", ".csv", ".tsv")
 HF_PREFIX = "hf://"
 _HF_FORM = "hf://datasets/ORG/REPO/PATH/IN/REPO.jsonl"
+# How deep a row may nest: the row's object, a list of acceptable gold answers, and a value of
+# the deepest type the compiler accepts. Deeper rows fit no pipeline; refusing them up front
+# also keeps the recursive json parser (and the validation after it) far from the recursion limit.
+ROW_MAX_DEPTH = MAX_NESTING + 2
 
 
 class DataError(LmpcRuntimeError):
@@ -35,7 +42,9 @@ class DataError(LmpcRuntimeError):
         self.line = line
         self.col = col
         where = ":".join(str(p) for p in (path, line, col) if p is not None)
-        super().__init__(f"{where}: {message}" if where else message)
+        # Messages quote the file's text (column names, JSON keys): control bytes such as ESC
+        # are shown escaped, never sent raw to a terminal.
+        super().__init__(printable(f"{where}: {message}" if where else message))
 
 
 @dataclass
@@ -103,9 +112,9 @@ def _jsonl_rows(file: Path, display: str) -> Rows:
                 continue
             text = text.rstrip("\r\n")  # else an unfinished line's error is at line 2, column 1
             try:
-                value = json.loads(text)
+                value = load_json_bounded(text, ROW_MAX_DEPTH)
             except json.JSONDecodeError as e:
-                yield number, DataError(f"invalid JSON: {e.msg}", display, number, e.colno)
+                yield number, DataError(_json_message(e), display, number, e.colno)
                 continue
             if not isinstance(value, dict):
                 yield number, DataError(f"the line is {_json_kind(value)}, not a JSON object "
@@ -114,26 +123,41 @@ def _jsonl_rows(file: Path, display: str) -> Rows:
             yield number, value
 
 
+def _json_message(e: json.JSONDecodeError) -> str:
+    if isinstance(e, JSONTooDeep):
+        return (f"the JSON nests more than {e.max_depth} levels of `[` and `{{` (a value of an lmpc type "
+                f"nests at most {MAX_NESTING})")
+    return f"invalid JSON: {e.msg}"
+
+
 def _json_rows(file: Path, display: str) -> Rows:
-    text = _read_text(file, display)
+    text = _read_text(file, display, encoding="utf-8-sig")  # a BOM, as Windows tools write
     decoder = json.JSONDecoder()
     # Walk the top-level list element by element (raw_decode) to know each row's line; a
     # syntax error anywhere makes the whole file unusable, so it is raised, not yielded.
     try:
         i = _skip_space(text, 0)
         if i == len(text) or text[i] != "[":
+            at, _ = too_deep_at(text, ROW_MAX_DEPTH, i, one_value=True)
+            if at is not None:
+                raise JSONTooDeep(text, at, ROW_MAX_DEPTH)
             value, _ = decoder.raw_decode(text, i)
             raise DataError(f"a .json data file holds a list of objects, not {_json_kind(value)}",
                             display, *_line_col(text, i))
         rows: list[tuple[int, dict[str, Any] | DataError]] = []
         i = _skip_space(text, i + 1)
         while i < len(text) and text[i] != "]":
-            value, end = decoder.raw_decode(text, i)
             line, col = _line_col(text, i)
-            if isinstance(value, dict):
-                rows.append((line, value))
+            # Each element is checked before it is decoded: one element nested too deeply is a
+            # bad row (skipped by --skip-bad-rows), the others are still read.
+            at, end = too_deep_at(text, ROW_MAX_DEPTH, i, one_value=True)
+            if at is not None:
+                rows.append((line, DataError(_json_message(JSONTooDeep(text, at, ROW_MAX_DEPTH)), display,
+                                             *_line_col(text, at))))
             else:
-                rows.append((line, DataError(f"the element is {_json_kind(value)}, not a JSON object",
+                value, end = decoder.raw_decode(text, i)
+                rows.append((line, value) if isinstance(value, dict) else
+                            (line, DataError(f"the element is {_json_kind(value)}, not a JSON object",
                                              display, line, col)))
             i = _skip_space(text, end)
             if i < len(text) and text[i] == ",":
@@ -145,7 +169,7 @@ def _json_rows(file: Path, display: str) -> Rows:
         if _skip_space(text, i + 1) != len(text):
             raise json.JSONDecodeError("Extra data", text, _skip_space(text, i + 1))
     except json.JSONDecodeError as e:
-        raise DataError(f"invalid JSON: {e.msg}", display, e.lineno, e.colno) from None
+        raise DataError(_json_message(e), display, e.lineno, e.colno) from None
     return iter(rows)
 
 
@@ -153,8 +177,11 @@ def _csv_rows(file: Path, display: str, delimiter: str) -> Rows:
     # utf-8-sig: spreadsheet programs often start CSV files with a BOM, which would otherwise
     # become part of the first column's name.
     stream = io.StringIO(_read_text(file, display, encoding="utf-8-sig"), newline="")
-    reader = csv.reader(stream, delimiter=delimiter)
+    # strict: a quote that is never closed, or text after a closing quote, is an error; the
+    # default reads on to the next quote or the end of the file and merges the rows between.
+    reader = csv.reader(stream, delimiter=delimiter, strict=True)
     kind = "TSV" if delimiter == "\t" else "CSV"
+    first_line = 1
     try:
         header = next(reader, None)
         if header is None:
@@ -179,8 +206,21 @@ def _csv_rows(file: Path, display: str, delimiter: str) -> Rows:
                 continue
             rows.append((first_line, dict(zip(header, record))))  # short records lack the last columns
     except csv.Error as e:
-        raise DataError(f"invalid {kind}: {e}", display, reader.line_num) from None
+        raise _csv_error(e, kind, display, first_line, reader.line_num) from None
     return iter(rows)
+
+
+def _csv_error(e: csv.Error, kind: str, display: str, first: int, last: int) -> DataError:
+    """The bad quoting, at the line where the record (and its quoted field) starts."""
+    where = "on this line" if first == last else f"on line {last}"
+    if "unexpected end of data" in str(e):
+        return DataError(f"invalid {kind}: a quoted field that starts on this line is never closed "
+                         f"(it runs to the end of the file, line {last})", display, first)
+    if "expected after" in str(e):
+        return DataError(f"invalid {kind}: a closing `\"` {where} is followed by text instead of "
+                         f"`{'TAB' if kind == 'TSV' else ','}` or the end of the line (inside a quoted field, "
+                         'write a quote as `""`)', display, first)
+    return DataError(f"invalid {kind}: {e}", display, last)
 
 
 def _read_text(file: Path, display: str, encoding: str = "utf-8") -> str:
@@ -205,6 +245,8 @@ def _line_col(text: str, i: int) -> tuple[int, int]:
 
 
 def _json_kind(value: Any) -> str:
+    if isinstance(value, dict):
+        return "a JSON object"
     if isinstance(value, list):
         return "a JSON array"
     if isinstance(value, str):

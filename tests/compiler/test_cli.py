@@ -168,8 +168,8 @@ def test_graph_mermaid():
     assert r.returncode == 0, r.stderr
     out = r.stdout
     assert out.startswith("flowchart TD\n  %% pipeline headline\n")
-    assert 'n_s_s["s/s = predict Summarize using slow -> (summary: str)"]' in out  # inlined call
-    assert "n_t" in out and "n_out_title" in out
+    assert 'n_s_2f_s["s/s = predict Summarize using slow -> (summary: str)"]' in out  # inlined call
+    assert "n_t" in out and "n_out_3a_title" in out
     assert '-->|"summary → summary: str"| n_t' in out
 
 
