@@ -122,8 +122,10 @@ def metric_from_text(text: str, pipeline: str, outputs: dict[str, Any], pipeline
     return metric
 
 
-def strategy_from_text(text: str) -> list[dict]:
-    """Check a strategy chain from the command line: `bootstrap_few_shot(max_demos: 4) then random_search`."""
+def strategy_from_text(text: str, models: Any = ()) -> list[dict]:
+    """Check a strategy chain from the command line: `bootstrap_few_shot(max_demos: 4) then random_search`.
+
+    models: the program's declared model names, which `teacher:` and `proposer:` must name."""
     import re
 
     from lmpc.compiler.optimize_spec import STRATEGIES, _call_parts
@@ -131,7 +133,13 @@ def strategy_from_text(text: str) -> list[dict]:
     file = "--strategy"
     chain = []
     ctx = _cli_context(file, text, [])
-    for part in re.split(r"\s+then\s+", text.strip()):
+    ctx.models = {name: None for name in models}
+    start = 0
+    for sep in [*re.finditer(r"\s+then\s+", text), None]:
+        end = sep.start() if sep is not None else len(text)
+        # Padded with spaces to its place in the text, so a diagnostic's column points into `text`.
+        part = " " * start + text[start:end]
+        start = sep.end() if sep is not None else end
         expr = _parse_cli_expr(part, file, "bootstrap_few_shot(max_demos: 4) then random_search(candidates: 6)")
         parts = _call_parts(ctx, expr, "strategy", STRATEGIES)
         if parts is not None:

@@ -24,6 +24,7 @@ from lmpc.compiler.checked import (
 )
 from lmpc.compiler.diagnostics import Diagnostic, Span, did_you_mean
 from lmpc.compiler.optimize_spec import check_optimize
+from lmpc.compiler.options import BUILTIN_MODELS, MODEL_OPTION_VALUES
 from lmpc.compiler.types import (
     ANY, GENERICS, MAX_NESTING, PRIMITIVES, STR, TOO_DEEP, EnumT, ListT, ObjT, OptT, Prim, Type,
     built_on_too_deep, nesting, with_alias,
@@ -243,6 +244,21 @@ def _option_value(ctx: Context, kw: ast.KwArg) -> tuple[bool, Any]:
     return False, None
 
 
+def _check_model_value(ctx: Context, kw: ast.KwArg, value: Any) -> None:
+    """Builtin model names and the ranges of numeric options (tables in compiler/options.py)."""
+    if kw.name == "builtin" and value not in BUILTIN_MODELS:
+        close = did_you_mean(value, BUILTIN_MODELS) or ""
+        ctx.report("unknown-builtin-model", kw.value.span, f"no builtin model named \"{value}\"",
+                   (close + " " if close.startswith("did") else "") + f"the builtin models are "
+                   f"{', '.join(BUILTIN_MODELS)}; for another GGUF file use `path:` or `hf:`")
+        return
+    spec = MODEL_OPTION_VALUES.get(kw.name)
+    why = spec.problem(value) if spec is not None else None
+    if why is not None:
+        ctx.report("bad-model-option", kw.value.span, f"`{kw.name}` {why}",
+                   spec.hint(kw.name) + ("" if "must be" in why else f"; it must be {spec.range()}"))
+
+
 def _check_models(ctx: Context) -> str:
     decls = [d for d in ctx.module.decls if isinstance(d, ast.ModelDecl) and ctx.models.get(d.name)
              and ctx.models[d.name].span is d.span]
@@ -280,6 +296,8 @@ def _check_models(ctx: Context) -> str:
                 article = "an" if want[0] in "aeiou" else "a"
                 ctx.report("bad-model-option", kw.value.span, f"`{kw.name}` takes {article} {want}")
                 continue
+            if not isinstance(value, dict):
+                _check_model_value(ctx, kw, value)  # the value is kept: a bad builtin is still a source
             if kw.name == "structured_output" and value not in STRUCTURED_OUTPUT_MODES:
                 ctx.report("bad-model-option", kw.value.span, f"structured_output is one of {', '.join(STRUCTURED_OUTPUT_MODES)}")
                 continue

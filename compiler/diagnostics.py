@@ -111,6 +111,7 @@ CODES: dict[str, tuple[str, str]] = {
     "unknown-provider": (ERROR, "a model provider other than llama_cpp or openai"),
     "bad-model-option": (ERROR, "an option a model provider does not take, or a value of the wrong kind"),
     "missing-model-source": (ERROR, "a llama_cpp model without exactly one of builtin/path/hf"),
+    "unknown-builtin-model": (ERROR, "`builtin:` names a model that lmpc does not ship"),
     "secret-literal": (ERROR, "a secret written into the file instead of named from the environment"),
     # optimize
     "bad-optimize-option": (ERROR, "an optimize entry the compiler does not know, or a bad value"),

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from lmpc.compiler import ast
 from lmpc.compiler.diagnostics import did_you_mean
+from lmpc.compiler.options import ENTRY_VALUES, METRIC_OPTIONS, MODEL_NAME, STRATEGY_OPTIONS, Option
 
 if TYPE_CHECKING:
     from lmpc.compiler.check import Context
@@ -19,25 +20,12 @@ FUNCTION_REF = re.compile(r"^[\w./-]+\.py:[A-Za-z_]\w*$")
 ENTRIES = ("train", "dev", "metric", "strategy", "seed", "max_calls", "max_prompt_tokens")
 
 # metric name -> keyword options it takes. Positional arguments name pipeline outputs.
-METRICS: dict[str, tuple[str, ...]] = {
-    "exact_match": (),
-    "accuracy": (),
-    "f1": (),
-    "contains": (),
-    "numeric_match": ("tolerance",),
-    "set_match": (),
-}
+METRICS: dict[str, tuple[str, ...]] = {name: tuple(opts) for name, opts in METRIC_OPTIONS.items()}
 
-# strategy name -> keyword options it takes
-STRATEGIES: dict[str, tuple[str, ...]] = {
-    "labeled_few_shot": ("k", "seed"),
-    "bootstrap_few_shot": ("max_demos", "max_labeled", "max_rounds", "teacher", "seed"),
-    "random_search": ("candidates", "max_demos", "max_labeled", "teacher", "seed"),
-    "bayesian": ("trials", "instructions", "demo_sets", "minibatch", "full_eval_every", "max_demos",
-                 "max_labeled", "teacher", "proposer", "seed"),
-    "knn_few_shot": ("k", "embedder", "teacher", "max_labeled", "seed"),
-    "ensemble": ("size", "reduce"),
-}
+# strategy name -> keyword options it takes (their types and ranges: options.STRATEGY_OPTIONS)
+STRATEGIES: dict[str, tuple[str, ...]] = {name: tuple(opts) for name, opts in STRATEGY_OPTIONS.items()}
+# what a metric's or strategy's option values may be
+OPTION_VALUES: dict[str, dict[str, dict[str, Option]]] = {"metric": METRIC_OPTIONS, "strategy": STRATEGY_OPTIONS}
 
 
 def _literal(ctx: "Context", e: ast.Expr, what: str) -> Any:
@@ -69,8 +57,25 @@ def _call_parts(ctx: "Context", e: ast.Expr, kind: str, known: dict[str, tuple[s
             ctx.report("bad-optimize-option", kw.name_span, f"`{name}` takes no option `{kw.name}`",
                        did_you_mean(kw.name, allowed) if allowed else f"`{name}` takes no options")
             continue
-        options[kw.name] = _literal(ctx, kw.value, f"`{kw.name}`")
+        value = _literal(ctx, kw.value, f"`{kw.name}`")
+        spec = OPTION_VALUES[kind].get(name, {}).get(kw.name)
+        if value is not None and spec is not None and not _option_ok(ctx, name, kw, value, spec):
+            continue
+        options[kw.name] = value
     return {"name": name, "args": args, "options": options, "span": span}
+
+
+def _option_ok(ctx: "Context", owner: str, kw: ast.KwArg, value: Any, spec: Option) -> bool:
+    """Report an option value that cannot work (type, range, or a model that is not declared)."""
+    why = spec.problem(value)
+    if why is not None:
+        ctx.report("bad-optimize-option", kw.value.span, f"`{owner}`: `{kw.name}` {why}", spec.hint(kw.name))
+        return False
+    if spec is MODEL_NAME and ctx.models and value not in ctx.models:
+        ctx.report("bad-optimize-option", kw.value.span, f"`{owner}`: `{kw.name}` names no declared model `{value}`",
+                   did_you_mean(value, ctx.models))
+        return False
+    return True
 
 
 def check_metric(ctx: "Context", value: ast.Expr, pipeline: "PipelineInfo") -> dict[str, Any] | None:
@@ -117,9 +122,11 @@ def check_optimize(ctx: "Context", decl: ast.OptimizeDecl, pipeline: "PipelineIn
                            f'e.g. `{entry.key} "data/{entry.key}.jsonl"`')
                 continue
             settings[entry.key] = value.value
-        elif entry.key in ("seed", "max_calls", "max_prompt_tokens"):
-            if not (isinstance(value, ast.Literal) and type(value.value) is int and value.value >= 0):
-                ctx.report("bad-optimize-option", value.span, f"`{entry.key}` takes a non-negative integer")
+        elif entry.key in ENTRY_VALUES:
+            spec = ENTRY_VALUES[entry.key]
+            why = spec.problem(value.value) if isinstance(value, ast.Literal) else f"takes {spec.describe()}"
+            if why is not None:
+                ctx.report("bad-optimize-option", value.span, f"`{entry.key}` {why}", spec.hint(entry.key, " "))
                 continue
             settings[entry.key] = value.value
         elif entry.key == "metric":

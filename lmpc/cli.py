@@ -107,6 +107,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="lmpc compiles .lmp language-model programs into typed dataflow graphs and runs them.",
         epilog="Run `lmpc COMMAND --help` for a command's options. Docs: docs/cli.md",
     )
+    from lmpc import __version__
+
+    p.add_argument("--version", action="version", version=f"lmpc {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
     c = sub.add_parser("check", help="parse and type-check .lmp files",

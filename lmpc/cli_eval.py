@@ -43,11 +43,12 @@ def print_worst(report, k: int, stream=sys.stdout) -> None:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from lmpc.api import resolve_metric
-    from lmpc.cli import UsageError
-    from lmpc.cli_run import open_program
+    from lmpc.cli import EXIT_USAGE, UsageError
+    from lmpc.cli_run import EXIT_INTERRUPTED, exit_on_next_interrupt, open_program
     from lmpc.compiler.diagnostics import CompileError
     from lmpc.runtime.errors import LmpcRuntimeError
     from lmpc.runtime.evaluate import evaluate
+    from lmpc.runtime import redact
     from lmpc.runtime.progress import Progress
 
     prog = open_program(args)
@@ -62,9 +63,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
             data = str(Path(prog.base_dir or ".") / dev)
         try:
             metric = resolve_metric(prog, args.metric)
-        except CompileError as e:
+        except CompileError as e:  # --metric does not read: a usage error
             print(e.render(), file=sys.stderr)
-            return 1
+            return EXIT_USAGE
         except LmpcRuntimeError as e:
             raise UsageError(str(e)) from None
         from lmpc.runtime.data import DataError, load_examples, sample
@@ -84,14 +85,26 @@ def cmd_eval(args: argparse.Namespace) -> int:
             raise UsageError(f"{data}: no examples to evaluate")
 
         out = open(args.out, "w", encoding="utf-8") if args.out else None  # noqa: SIM115
+        written = 0
         try:
             def write(result) -> None:
-                if out is not None:  # one line per example as soon as it is scored
-                    out.write(json.dumps(result.to_json(), ensure_ascii=False) + "\n")
+                nonlocal written
+                if out is not None:  # one line per example as soon as it is scored; no secret in it
+                    out.write(redact.dumps(result.to_json(), ensure_ascii=False) + "\n")
                     out.flush()
+                    written += 1
 
-            report = evaluate(prog, examples, metric, max_errors=args.max_errors,
-                              progress=Progress(len(examples), label=f"eval {prog.name}"), on_result=write)
+            try:
+                report = evaluate(prog, examples, metric, max_errors=args.max_errors,
+                                  progress=Progress(len(examples), label=f"eval {prog.name}"), on_result=write)
+            except KeyboardInterrupt:
+                exit_on_next_interrupt()  # cleaning up below; a second Ctrl-C ends at once
+                kept = f"; the {written} result(s) in {args.out} are kept" if out is not None else ""
+                print(f"lmpc: interrupted{kept}", file=sys.stderr)
+                return EXIT_INTERRUPTED
+            except LmpcRuntimeError as e:  # a configuration error: every example would fail alike
+                print(f"lmpc: error: {e}", file=sys.stderr)
+                return 1
         finally:
             if out is not None:
                 out.close()
@@ -111,6 +124,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
             print_worst(report, args.worst)
         if args.out:
             print(f"wrote {args.out}")
+    if report.results and report.errors == len(report.results):
+        # a CI step must not pass when nothing could be scored (a server down, a broken program)
+        print(f"lmpc: error: every example failed; the first: {report.worst(1)[0].error}", file=sys.stderr)
+        return 1
     return 1 if report.stopped_early else 0
 
 
@@ -121,7 +138,10 @@ def add_eval_command(sub: argparse._SubParsersAction) -> None:
                        description="Run FILE's pipeline on every example of the data and score it with the "
                                    "metric. Data and metric default to the optimize block's `dev` and `metric`. "
                                    "Exit 0: evaluated (per-example errors count as score 0); 1: stopped by "
-                                   "--max-errors or the file has errors; 2: usage or data error.")
+                                   "--max-errors, every example failed, a configuration error (an unset key "
+                                   "variable, a model that cannot load, a server refusing the key) or the file "
+                                   "has errors; 2: usage or data error; 130: interrupted (Ctrl-C; the results "
+                                   "already written to --out are kept).")
     e.add_argument("file", metavar="FILE", help=".lmp file or built artifact (.json)")
     e.add_argument("--data", metavar="PATH", help="JSONL, JSON, CSV or TSV file, or hf://datasets/ORG/REPO/FILE")
     e.add_argument("--metric", metavar="EXPR",

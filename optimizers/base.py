@@ -16,6 +16,7 @@ from typing import Any, Callable, ClassVar
 
 import networkx as nx
 
+from lmpc.compiler.options import Option
 from lmpc.runtime.budget import CallBudget
 from lmpc.runtime.cache import CallCache
 from lmpc.runtime.data import Example
@@ -25,6 +26,8 @@ from lmpc.runtime.metrics import Metric
 from lmpc.runtime.models import Model
 from lmpc.runtime.pool import ModelPool
 from lmpc.runtime.program import Program
+from lmpc.runtime.progress import Progress
+from lmpc.runtime.trace import TraceLog
 
 
 class OptimizerConfigError(LmpcRuntimeError):
@@ -49,6 +52,8 @@ class OptimizeContext:
     # Budgets the optimize block states; search strategies never choose a candidate over them.
     max_prompt_tokens: int | None = None  # mean prompt tokens per example, all prompt nodes summed
     previous: "OptimizeResult | None" = None  # the result of the previous strategy in the chain
+    trace_log: TraceLog | None = None  # where every program of the build records its calls
+    progress: bool = False  # a bar (terminal) or periodic lines on stderr for each evaluation
     _programs: list[Program] = field(default_factory=list)
     _pool: ModelPool | None = None
 
@@ -58,8 +63,8 @@ class OptimizeContext:
         model: run every prompt node on this declared model (a teacher)."""
         if self._pool is None:  # every graph of a build declares the same models
             self._pool = ModelPool(graph.graph["models"], self.base_dir, instances=self.models)
-        prog = Program(graph, base_dir=self.base_dir, cache=self.cache, trace_log=False, model=model,
-                       budget=self.budget, pool=self._pool)
+        prog = Program(graph, base_dir=self.base_dir, cache=self.cache, trace_log=self.trace_log or False,
+                       model=model, budget=self.budget, pool=self._pool)
         self._programs.append(prog)
         return prog
 
@@ -67,8 +72,13 @@ class OptimizeContext:
         """Where candidates are scored: ("dev", devset), or ("train", trainset) without dev data."""
         return ("dev", self.devset) if self.devset else ("train", self.trainset)
 
-    def evaluate(self, graph: nx.DiGraph, examples: list[Example], model: str | None = None) -> EvalReport:
-        return evaluate(self.program(graph, model), examples, self.metric)
+    def evaluate(self, graph: nx.DiGraph, examples: list[Example], model: str | None = None,
+                 label: str = "evaluate") -> EvalReport:
+        """Score `graph` on `examples`; label names the stage in the progress shown (e.g. `trial 3/12`)."""
+        return evaluate(self.program(graph, model), examples, self.metric, progress=self.bar(len(examples), label))
+
+    def bar(self, total: int, label: str) -> Progress | None:
+        return Progress(total, label=label) if self.progress and total else None
 
     def close(self) -> None:
         for p in self._programs:
@@ -97,10 +107,9 @@ class OptimizeResult:
 
 class Optimizer(ABC):
     name: ClassVar[str]
-    # option name -> (accepted types, default). Must match compiler/optimize_spec.STRATEGIES.
-    options_spec: ClassVar[dict[str, tuple[tuple[type, ...], Any]]]
-    # option name -> the smallest value it accepts
-    minimums: ClassVar[dict[str, int]] = {}
+    # option name -> its types, default and range: compiler/options.STRATEGY_OPTIONS[name], the
+    # table `lmpc check` reads too, so a chain the checker passes is one the optimizers accept.
+    options_spec: ClassVar[dict[str, Option]]
 
     def __init__(self, **options: Any):
         unknown = sorted(set(options) - set(self.options_spec))
@@ -108,23 +117,24 @@ class Optimizer(ABC):
             raise OptimizerConfigError(f"{self.name} takes no option(s) {', '.join(unknown)} "
                                        f"(it takes: {', '.join(self.options_spec)})")
         self.options: dict[str, Any] = {}
-        for key, (types, default) in self.options_spec.items():
-            value = options.get(key, default)
-            if value is not None and (not isinstance(value, types) or (isinstance(value, bool) and bool not in types)):
-                want = " or ".join(t.__name__ for t in types)
-                raise OptimizerConfigError(f"{self.name}: option `{key}` takes {want}, not {value!r}")
+        for key, spec in self.options_spec.items():
+            value = options.get(key)
+            value = spec.default if value is None else value
+            why = None if value is None else spec.problem(value)
+            if why is not None:
+                raise OptimizerConfigError(f"{self.name}: `{key}` {why}")
             self.options[key] = value
-        for key, low in self.minimums.items():
-            if self.options[key] is not None and self.options[key] < low:
-                raise OptimizerConfigError(f"{self.name}: `{key}` must be {low} or more, not {self.options[key]}")
 
     def seed(self, ctx: "OptimizeContext") -> int:
         """The strategy's `seed` option, else the build's."""
         return self.options["seed"] if self.options.get("seed") is not None else ctx.seed
 
     @abstractmethod
-    def planned_calls(self, graph: nx.DiGraph, n_train: int, n_dev: int) -> dict[str, int]:
-        """Upper bound of model calls per stage (for --dry-run), before any cache hits."""
+    def planned_calls(self, graph: nx.DiGraph, n_train: int, n_dev: int, judge: int = 0) -> dict[str, int]:
+        """Upper bound of model calls per stage (for --dry-run), before any cache hits.
+
+        judge: the calls the metric makes per example it scores (a judge pipeline's prompt
+        nodes; 0 for other metrics): count them for every row whose prediction is scored."""
 
     @abstractmethod
     def compile(self, graph: nx.DiGraph, ctx: OptimizeContext) -> OptimizeResult:

@@ -29,6 +29,7 @@ from typing import Any
 
 import networkx as nx
 
+from lmpc.compiler.options import STRATEGY_OPTIONS
 from lmpc.compiler.ir import prompt_nodes
 from lmpc.optimizers.base import Candidate, OptimizeContext, Optimizer, OptimizerConfigError, OptimizeResult
 from lmpc.optimizers.bootstrap import check_teacher, choose_demos, run_teacher
@@ -60,33 +61,21 @@ class Combo:
 
 class Bayesian(Optimizer):
     name = "bayesian"
-    options_spec = {
-        "trials": ((int,), 12),
-        "instructions": ((int,), 4),
-        "demo_sets": ((int,), 4),
-        "minibatch": ((int,), 16),
-        "full_eval_every": ((int,), 4),
-        "max_demos": ((int,), 4),
-        "max_labeled": ((int,), 0),
-        "teacher": ((str,), None),
-        "proposer": ((str,), None),
-        "seed": ((int,), None),
-    }
-    minimums = {"trials": 1, "instructions": 1, "demo_sets": 1, "minibatch": 1, "full_eval_every": 1,
-                "max_demos": 1, "max_labeled": 0}
+    options_spec = STRATEGY_OPTIONS["bayesian"]
 
     # -- planning ------------------------------------------------------------------------
-    def planned_calls(self, graph: nx.DiGraph, n_train: int, n_dev: int) -> dict[str, int]:
+    def planned_calls(self, graph: nx.DiGraph, n_train: int, n_dev: int, judge: int = 0) -> dict[str, int]:
         o = self.options
         per_row = len(prompt_nodes(graph))
+        scored = per_row + judge  # a row whose prediction the metric scores
         scored_on = n_dev or n_train
         minibatch = min(o["minibatch"], scored_on)
         full_evals = 1 + (-(-o["trials"] // o["full_eval_every"]) if minibatch < scored_on else 0)
         return {
-            "teacher": n_train * per_row if o["demo_sets"] > 1 else 0,
+            "teacher": n_train * scored if o["demo_sets"] > 1 else 0,
             "proposer": PROPOSAL_ROUNDS * (o["instructions"] - 1) * per_row,
-            "trials": o["trials"] * minibatch * per_row,
-            "full dev evaluations": full_evals * scored_on * per_row,
+            "trials": o["trials"] * minibatch * scored,
+            "full dev evaluations": full_evals * scored_on * scored,
         }
 
     # -- the search space ----------------------------------------------------------------
@@ -170,7 +159,7 @@ class Bayesian(Optimizer):
 
         def full_eval(key: tuple[int, ...], trial: int) -> Combo:
             c = combos.setdefault(key, Combo(key, trial))
-            report = ctx.evaluate(program_for(key), examples)
+            report = ctx.evaluate(program_for(key), examples, label=f"{self.name}: full {scored_on} evaluation")
             c.full, c.tokens = round(report.score, 6), report.prompt_tokens_per_example
             calls["full"] += report.calls
             ctx.log(f"{self.name}: {self._show(choices(key))}: full {scored_on} score {c.full:.3f} "
@@ -196,7 +185,8 @@ class Bayesian(Optimizer):
                 warnings.simplefilter("ignore")
                 key = tuple(int(v) for v in opt.ask())
             idx = sorted(rng_for(self.name, "minibatch", seed, t).sample(range(len(examples)), minibatch))
-            report = ctx.evaluate(program_for(key), [examples[i] for i in idx])
+            report = ctx.evaluate(program_for(key), [examples[i] for i in idx],
+                                  label=f"{self.name}: trial {t}/{o['trials']}")
             c = combos.setdefault(key, Combo(key, t))
             score = round(report.score, 6)
             c.minibatch.append(score)

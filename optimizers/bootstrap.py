@@ -16,6 +16,7 @@ from typing import Any
 
 import networkx as nx
 
+from lmpc.compiler.options import STRATEGY_OPTIONS
 from lmpc.compiler.ir import PROMPT_KINDS, prompt_nodes
 from lmpc.optimizers.base import OptimizeContext, Optimizer, OptimizerConfigError, OptimizeResult
 from lmpc.optimizers.demos import copy_graph, label_fields, rng_for, select
@@ -27,6 +28,7 @@ from lmpc.runtime.errors import LmpcRuntimeError
 # metrics (f1, a judge's 0..1) a partly right answer would teach a partly wrong one.
 PASS_SCORE = 1.0
 RETRY_TEMPERATURE = 0.7  # rounds after the first draw fresh samples, as DSPy does
+TEACHER_CHUNK = 16  # rows per batch: a progress step
 
 
 class TeacherBrokenError(LmpcRuntimeError):
@@ -73,10 +75,18 @@ def run_teacher(name: str, graph: nx.DiGraph, ctx: OptimizeContext, teacher: str
         if not pending:
             break
         run.rounds = r + 1
-        if r == 0:
-            results = program.batch([examples[i].inputs for i in pending])
-        else:
-            results = program.batch([examples[i].inputs for i in pending], sample=r, temperature=RETRY_TEMPERATURE)
+        rows = [examples[i].inputs for i in pending]
+        decoding = {} if r == 0 else {"sample": r, "temperature": RETRY_TEMPERATURE}
+        bar = ctx.bar(len(rows), f"{name}: teacher round {r + 1}/{max_rounds}")
+        results = []
+        try:  # in chunks, so that progress shows (calls of a chunk still go back to back)
+            for start in range(0, len(rows), TEACHER_CHUNK):
+                results += program.batch(rows[start:start + TEACHER_CHUNK], **decoding)
+                if bar is not None:
+                    bar.update(len(results), None, sum(res.error is not None for res in results))
+        finally:
+            if bar is not None:
+                bar.close()
         still = []
         for i, res in zip(pending, results):
             ex = examples[i]
@@ -156,17 +166,11 @@ class BootstrapFewShot(Optimizer):
     """DSPy's BootstrapFewShot with label coverage, batched teacher runs and an error budget."""
 
     name = "bootstrap_few_shot"
-    options_spec = {
-        "max_demos": ((int,), 4),
-        "max_labeled": ((int,), 16),
-        "max_rounds": ((int,), 1),
-        "teacher": ((str,), None),
-        "seed": ((int,), None),
-    }
-    minimums = {"max_demos": 0, "max_labeled": 0, "max_rounds": 1}
+    options_spec = STRATEGY_OPTIONS["bootstrap_few_shot"]
 
-    def planned_calls(self, graph: nx.DiGraph, n_train: int, n_dev: int) -> dict[str, int]:
-        return {"teacher": n_train * self.options["max_rounds"] * len(prompt_nodes(graph))}
+    def planned_calls(self, graph: nx.DiGraph, n_train: int, n_dev: int, judge: int = 0) -> dict[str, int]:
+        # every teacher run is scored by the metric
+        return {"teacher": n_train * self.options["max_rounds"] * (len(prompt_nodes(graph)) + judge)}
 
     def compile(self, graph: nx.DiGraph, ctx: OptimizeContext) -> OptimizeResult:
         o = self.options

@@ -13,6 +13,7 @@ import networkx as nx
 
 from lmpc.compiler.ir import prompt_nodes
 from lmpc.optimizers.base import OptimizeContext, Optimizer, OptimizerConfigError
+from lmpc.runtime.trace import start_meter
 
 
 SEARCHES = ("random_search", "bayesian")  # strategies whose result lists scored candidates
@@ -47,12 +48,16 @@ def make_optimizers(strategies: list[dict[str, Any]]) -> list[Optimizer]:
     return out
 
 
-def plan(graph: nx.DiGraph, optimizers: list[Optimizer], n_train: int, n_dev: int) -> list[PlannedStage]:
-    """Upper bounds of model calls per stage, before cache hits (what --dry-run prints)."""
-    per_row = len(prompt_nodes(graph))
+def plan(graph: nx.DiGraph, optimizers: list[Optimizer], n_train: int, n_dev: int,
+         judge: nx.DiGraph | None = None) -> list[PlannedStage]:
+    """Upper bounds of model calls per stage, before cache hits (what --dry-run prints).
+
+    judge: the metric's judge pipeline, whose calls (one run per scored row) count too."""
+    per_judge = len(prompt_nodes(judge)) if judge is not None else 0
+    per_row = len(prompt_nodes(graph)) + per_judge
     stages = [PlannedStage("evaluate zero-shot on dev", n_dev * per_row)]
     for opt in optimizers:
-        for stage, calls in opt.planned_calls(graph, n_train, n_dev).items():
+        for stage, calls in opt.planned_calls(graph, n_train, n_dev, per_judge).items():
             stages.append(PlannedStage(f"{opt.name}: {stage}", calls))
     stages.append(PlannedStage("evaluate the result on dev", n_dev * per_row))
     return stages
@@ -60,18 +65,24 @@ def plan(graph: nx.DiGraph, optimizers: list[Optimizer], n_train: int, n_dev: in
 
 def build(graph: nx.DiGraph, optimizers: list[Optimizer], ctx: OptimizeContext) -> tuple[nx.DiGraph, dict[str, Any]]:
     """Run the strategy chain on `graph`; returns the optimized graph and the build report."""
-    ctx.log(f"evaluating the zero-shot program on {len(ctx.devset)} dev examples")
-    before = ctx.evaluate(graph, ctx.devset)
-    ctx.log(f"zero-shot dev score {before.score:.3f} ({before.errors} errors)")
-    steps = []
-    current = graph
-    for opt in optimizers:
-        ctx.log(f"running {opt.name}({', '.join(f'{k}: {v}' for k, v in opt.options.items() if v is not None)})")
-        result = opt.compile(current, ctx)
-        ctx.previous = result
-        current = result.graph
-        steps.append({"strategy": opt.name, "options": opt.options, **result.report})
-    after = ctx.evaluate(current, ctx.devset)
+    usage = start_meter()  # every model call of the build: programs, teachers, judges
+    try:
+        ctx.log(f"evaluating the zero-shot program on {len(ctx.devset)} dev examples")
+        before = ctx.evaluate(graph, ctx.devset, label="zero-shot on dev")
+        ctx.log(f"zero-shot dev score {before.score:.3f} ({before.errors} errors)")
+        steps = []
+        current = graph
+        for i, opt in enumerate(optimizers, 1):
+            ctx.log(f"strategy {i}/{len(optimizers)}: {opt.name}("
+                    f"{', '.join(f'{k}: {v}' for k, v in opt.options.items() if v is not None)})")
+            result = opt.compile(current, ctx)
+            ctx.previous = result
+            current = result.graph
+            steps.append({"strategy": opt.name, "options": opt.options, **result.report})
+        ctx.log("evaluating the result on dev")
+        after = ctx.evaluate(current, ctx.devset, label="result on dev")
+    finally:
+        usage.stop()
     tokens_before, tokens_after = before.prompt_tokens_per_example, after.prompt_tokens_per_example
     ctx.log(f"optimized dev score {after.score:.3f} ({after.errors} errors); prompt tokens per example "
             f"{tokens_before:g} -> {tokens_after:g}")
@@ -88,6 +99,7 @@ def build(graph: nx.DiGraph, optimizers: list[Optimizer], ctx: OptimizeContext) 
         "errors_before": before.errors,
         "errors_after": after.errors,
         "eval_calls": before.calls + after.calls,
+        "calls": usage.calls,  # every model call the build needed (cached ones included), judge calls too
         "prompt_tokens_before": tokens_before,  # mean per dev example, all prompt nodes summed
         "prompt_tokens_after": tokens_after,
         "strategies": steps,

@@ -35,6 +35,7 @@ from typing import Any, Iterable, Sequence
 
 import networkx as nx
 
+from lmpc.compiler.options import STRATEGY_OPTIONS
 from lmpc.compiler.builtins import BUILTINS
 from lmpc.compiler.ir import map_refs, prompt_nodes, rebuild_edges, step_nodes, to_json
 from lmpc.compiler.passes.annotate import annotate_order
@@ -42,7 +43,7 @@ from lmpc.optimizers.base import Candidate, OptimizeContext, Optimizer, Optimize
 from lmpc.optimizers.demos import demo_count
 from lmpc.runtime.errors import LmpcRuntimeError
 
-REDUCERS = ("majority",)
+REDUCERS = STRATEGY_OPTIONS["ensemble"]["reduce"].choices  # lmpc.ensemble() accepts the same
 NEEDS_SEARCH = ("ensemble needs a search strategy before it in the chain, e.g. "
                 "`strategy random_search(candidates: 6) then ensemble(size: 3)`")
 
@@ -107,27 +108,17 @@ def _describe(c: Candidate) -> str:
 
 class Ensemble(Optimizer):
     name = "ensemble"
-    options_spec = {
-        "size": ((int,), 3),
-        "reduce": ((str,), "majority"),
-    }
+    options_spec = STRATEGY_OPTIONS["ensemble"]
 
-    def __init__(self, **options: Any):
-        super().__init__(**options)
-        if self.options["size"] is None or self.options["size"] < 2:
-            raise OptimizerConfigError(f"{self.name}: `size` must be 2 or more, not {self.options['size']} "
-                                       "(3 or another odd number avoids ties)")
-        if self.options["reduce"] not in REDUCERS:
-            raise OptimizerConfigError(f"{self.name}: unknown reducer `{self.options['reduce']}` "
-                                       f"(accepted: {', '.join(REDUCERS)})")
-
-    def planned_calls(self, graph: nx.DiGraph, n_train: int, n_dev: int) -> dict[str, int]:
+    def planned_calls(self, graph: nx.DiGraph, n_train: int, n_dev: int, judge: int = 0) -> dict[str, int]:
         per_row = len(prompt_nodes(graph))
         rows = n_dev or n_train
         size = self.options["size"]
         # The build's final evaluation plans n_dev x P calls for one program; an ensemble
         # result needs size x that, so the extra members are planned here (an upper bound).
-        return {"ensemble": size * rows * per_row, "final evaluation (extra members)": (size - 1) * rows * per_row}
+        # The metric scores each row once, whatever the number of members.
+        return {"ensemble": rows * (size * per_row + judge),
+                "final evaluation (extra members)": (size - 1) * rows * per_row}
 
     def _members(self, ctx: OptimizeContext) -> list[Candidate]:
         previous = ctx.previous
@@ -153,7 +144,7 @@ class Ensemble(Optimizer):
             ctx.log(f"{self.name}: only {len(members)} distinct candidates; the ensemble has {len(members)} members")
         scored_on, examples = ctx.scoring_set()
         joined = ensemble_graph([c.graph for c in members])
-        report = ctx.evaluate(joined, examples)
+        report = ctx.evaluate(joined, examples, label=f"{self.name}: {len(members)} members")
         score, tokens = round(report.score, 6), report.prompt_tokens_per_example
         # about: what the search says a candidate is (random_search: index, kind; bayesian: choices)
         rows = [{"member": k, **copy.deepcopy(c.about), "score": c.score, "demos": demo_count(c.graph)}

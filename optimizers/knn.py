@@ -19,12 +19,13 @@ from typing import Any
 
 import networkx as nx
 
+from lmpc.compiler.options import STRATEGY_OPTIONS
 from lmpc.compiler.ir import prompt_nodes
 from lmpc.optimizers.base import OptimizeContext, Optimizer, OptimizerConfigError, OptimizeResult
 from lmpc.optimizers.bootstrap import check_teacher, run_teacher
 from lmpc.optimizers.demos import copy_graph, dedupe, rng_for, seeded_order
 from lmpc.optimizers.labeled import labeled_demos
-from lmpc.runtime.embed import DEFAULT_EMBEDDER, create_embedder, embed_cached
+from lmpc.runtime.embed import create_embedder, embed_cached
 from lmpc.runtime.prompt import render_inputs
 
 
@@ -32,22 +33,10 @@ class KNNFewShot(Optimizer):
     """DSPy's KNNFewShot on one teacher run: a per-input choice from a stored, embedded pool."""
 
     name = "knn_few_shot"
-    options_spec = {
-        "k": ((int,), 3),
-        "embedder": ((str,), DEFAULT_EMBEDDER),
-        "teacher": ((str,), None),
-        "max_labeled": ((int,), 0),
-        "seed": ((int,), None),
-    }
-    minimums = {"k": 1, "max_labeled": 0}
+    options_spec = STRATEGY_OPTIONS["knn_few_shot"]
 
-    def __init__(self, **options: Any):
-        super().__init__(**options)
-        if not self.options["embedder"]:
-            raise OptimizerConfigError(f"{self.name}: `embedder` must name an embedder, e.g. \"{DEFAULT_EMBEDDER}\"")
-
-    def planned_calls(self, graph: nx.DiGraph, n_train: int, n_dev: int) -> dict[str, int]:
-        return {"teacher": n_train * len(prompt_nodes(graph))}
+    def planned_calls(self, graph: nx.DiGraph, n_train: int, n_dev: int, judge: int = 0) -> dict[str, int]:
+        return {"teacher": n_train * (len(prompt_nodes(graph)) + judge)}
 
     def compile(self, graph: nx.DiGraph, ctx: OptimizeContext) -> OptimizeResult:
         o = self.options

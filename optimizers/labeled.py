@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import networkx as nx
 
+from lmpc.compiler.options import STRATEGY_OPTIONS
 from lmpc.compiler.ir import prompt_nodes
 from lmpc.optimizers.base import OptimizeContext, Optimizer, OptimizeResult
 from lmpc.optimizers.demos import copy_graph, label_plan, labeled_candidates, rng_for, select
@@ -38,10 +39,9 @@ class LabeledFewShot(Optimizer):
     """DSPy's LabeledFewShot, with label coverage: k demos per node from the gold labels."""
 
     name = "labeled_few_shot"
-    options_spec = {"k": ((int,), 16), "seed": ((int,), None)}
-    minimums = {"k": 0}
+    options_spec = STRATEGY_OPTIONS["labeled_few_shot"]
 
-    def planned_calls(self, graph: nx.DiGraph, n_train: int, n_dev: int) -> dict[str, int]:
+    def planned_calls(self, graph: nx.DiGraph, n_train: int, n_dev: int, judge: int = 0) -> dict[str, int]:
         return {}
 
     def compile(self, graph: nx.DiGraph, ctx: OptimizeContext) -> OptimizeResult:

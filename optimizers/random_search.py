@@ -15,6 +15,7 @@ from typing import Any
 
 import networkx as nx
 
+from lmpc.compiler.options import STRATEGY_OPTIONS
 from lmpc.compiler.ir import prompt_nodes, to_json
 from lmpc.optimizers.base import Candidate, OptimizeContext, Optimizer, OptimizerConfigError, OptimizeResult
 from lmpc.optimizers.bootstrap import check_teacher, choose_demos, run_teacher
@@ -24,17 +25,10 @@ from lmpc.optimizers.labeled import labeled_demos
 
 class RandomSearch(Optimizer):
     name = "random_search"
-    options_spec = {
-        "candidates": ((int,), 6),
-        "max_demos": ((int,), 4),
-        "max_labeled": ((int,), 16),
-        "teacher": ((str,), None),
-        "seed": ((int,), None),
-    }
-    minimums = {"candidates": 1, "max_demos": 1, "max_labeled": 0}
+    options_spec = STRATEGY_OPTIONS["random_search"]
 
-    def planned_calls(self, graph: nx.DiGraph, n_train: int, n_dev: int) -> dict[str, int]:
-        per_row = len(prompt_nodes(graph))
+    def planned_calls(self, graph: nx.DiGraph, n_train: int, n_dev: int, judge: int = 0) -> dict[str, int]:
+        per_row = len(prompt_nodes(graph)) + judge  # each row's prediction is scored
         teacher = n_train * per_row if self.options["candidates"] > 2 else 0
         scored_on = n_dev or n_train
         return {"teacher": teacher, "candidates": self.options["candidates"] * scored_on * per_row}
@@ -83,7 +77,7 @@ class RandomSearch(Optimizer):
                            same_as=seen[key])
             else:
                 seen[key] = i
-                report = ctx.evaluate(g, examples)
+                report = ctx.evaluate(g, examples, label=f"{self.name}: candidate {i + 1}/{len(graphs)}")
                 row.update(score=round(report.score, 6), errors=report.errors, calls=report.calls,
                            prompt_tokens=report.prompt_tokens_per_example)
             if budget is not None and row["prompt_tokens"] > budget:

@@ -1,8 +1,11 @@
 """Evaluate a program on examples with a metric: the inner loop of every optimizer.
 
 An example whose run (or scoring) fails scores 0 and is counted as an error; the run goes on
-unless `max_errors` is reached. Examples run in chunks through Program.batch, so calls of
-one prompt node are issued back to back (KV-cache reuse) and progress is reported per chunk.
+unless `max_errors` is reached. A ConfigurationError (every example would fail alike: an unset
+key variable, a model that cannot load, a server refusing the key) and Ctrl-C end the run at
+once; the results already passed to on_result stay with the caller. Examples run in chunks
+through Program.batch, so calls of one prompt node are issued back to back (KV-cache reuse)
+and progress is reported per chunk.
 """
 
 from __future__ import annotations
@@ -12,10 +15,11 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Callable
 
 from lmpc.runtime.data import Example
-from lmpc.runtime.errors import LmpcRuntimeError
+from lmpc.runtime.errors import ConfigurationError, LmpcRuntimeError
 from lmpc.runtime.metrics import Metric
 from lmpc.runtime.program import Program
 from lmpc.runtime.progress import Progress
+from lmpc.runtime.trace import start_meter
 
 
 @dataclass
@@ -43,6 +47,7 @@ class EvalReport:
     completion_tokens: int = 0
     wall_s: float = 0.0
     stopped_early: str | None = None  # why, when --max-errors stopped the run
+    program_prompt_tokens: int = 0  # the program's own prompts (calls and tokens above include a judge's)
 
     @property
     def score(self) -> float:
@@ -51,8 +56,9 @@ class EvalReport:
 
     @property
     def prompt_tokens_per_example(self) -> float:
-        """Mean prompt tokens per example run (all prompt nodes summed; cached calls count too)."""
-        return round(self.prompt_tokens / len(self.results), 1) if self.results else 0.0
+        """Mean prompt tokens per example run (the program's prompt nodes summed, not a judge's;
+        cached calls count too)."""
+        return round(self.program_prompt_tokens / len(self.results), 1) if self.results else 0.0
 
     @property
     def errors(self) -> int:
@@ -79,6 +85,7 @@ def evaluate(program: Program, examples: list[Example], metric: Metric, *, max_e
     report = EvalReport([], total=len(examples))
     bar = Progress(len(examples)) if progress is True else (progress or None)
     t0 = time.perf_counter()
+    usage = start_meter()  # every model call from here on: the program's and a judge metric's
     try:
         for start in range(0, len(examples), chunk_size):
             chunk = examples[start:start + chunk_size]
@@ -90,16 +97,13 @@ def evaluate(program: Program, examples: list[Example], metric: Metric, *, max_e
                 else:
                     try:
                         score = float(metric(ex, run.values or {}))
+                    except ConfigurationError:
+                        raise  # a judge pipeline's model cannot run: no example could be scored
                     except LmpcRuntimeError as e:
                         error = f"metric: {e}"
                     except Exception as e:  # a user's Python metric raised: isolate it
                         error = f"metric raised {type(e).__name__}: {e}"
-                for e in run.trace:
-                    if e.model is not None:
-                        report.calls += 1
-                        report.cache_hits += e.cache_hit
-                        report.prompt_tokens += e.prompt_tokens
-                        report.completion_tokens += e.completion_tokens
+                report.program_prompt_tokens += sum(e.prompt_tokens for e in run.trace if e.model is not None)
                 result = ExampleResult(start + offset, ex.source, ex.inputs, ex.gold, run.values, score, error,
                                        [e.trace_id for e in run.trace])
                 report.results.append(result)
@@ -114,6 +118,9 @@ def evaluate(program: Program, examples: list[Example], metric: Metric, *, max_e
                 break
     finally:
         report.wall_s = time.perf_counter() - t0
+        usage.stop()
+        report.calls, report.cache_hits = usage.calls, usage.cache_hits
+        report.prompt_tokens, report.completion_tokens = usage.prompt_tokens, usage.completion_tokens
         if bar is not None:
             bar.close()
     return report

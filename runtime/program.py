@@ -65,7 +65,8 @@ class Program:
             trace_log = TraceLog(default_cache_dir() / "traces.jsonl")
         elif isinstance(trace_log, (str, Path)):
             trace_log = TraceLog(trace_log)
-        self.trace_log = trace_log or None
+        # Without a file the log still counts: call counts come from the log (trace.start_meter).
+        self.trace_log = trace_log or TraceLog(None)
         specs = graph.graph["models"]
         if model is not None and model not in specs:
             raise LmpcRuntimeError(f"no model named `{model}` (declared: {', '.join(specs)})")
@@ -98,7 +99,10 @@ class Program:
         """Run many rows; a failing row records its error and the others go on.
 
         sample > 0 asks for another sample of each call (its own cache entry); temperature
-        overrides the models' (bootstrapping retries failed examples this way)."""
+        overrides the models' (bootstrapping retries failed examples this way). Both hold for
+        this batch only: threads may call batch() on one Program at once with different ones.
+        Raises a ConfigurationError (e.g. an unset key variable) once instead of failing every
+        row, and KeyboardInterrupt at once on Ctrl-C (in-flight HTTP calls are cancelled)."""
         states = self.executor.run(list(rows), sample=sample, temperature=temperature)
         return [Result(st.outputs, st.trace, st.error, st.index) for st in states]
 

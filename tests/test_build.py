@@ -108,13 +108,14 @@ def test_a_build_stopped_by_its_budget_resumes_to_the_same_artifact(tmp_path):
 def test_build_usage_errors_are_clean(tmp_path):
     src = _project(tmp_path)
     r = lmpc("build", str(src), "--strategy", "bootstrap(max_demos: 2)", cache=tmp_path / "c")
-    assert r.returncode == 1 and "did you mean `bootstrap_few_shot`" in r.stderr
+    assert r.returncode == 2 and "did you mean `bootstrap_few_shot`" in r.stderr
     r = lmpc("build", str(src), "--strategy", "bootstrap_few_shot then ensemble(size: 3)", cache=tmp_path / "c")
     assert r.returncode == 2 and "ensemble needs a search strategy before it" in r.stderr
     r = lmpc("build", str(src), "--strategy", "knn_few_shot then random_search", cache=tmp_path / "c")
     assert r.returncode == 2 and "put knn_few_shot last in the chain" in r.stderr
     r = lmpc("build", str(src), "--strategy", "bayesian(trials: 0)", cache=tmp_path / "c")
     assert r.returncode == 2 and "`trials` must be 1 or more" in r.stderr and "Traceback" not in r.stderr
+    assert "--strategy:1:17: error[bad-optimize-option]" in r.stderr  # positioned in the flag's text
     r = lmpc("build", str(src), "--train", str(tmp_path / "nope.jsonl"), cache=tmp_path / "c")
     assert r.returncode == 2 and "no such file" in r.stderr and "Traceback" not in r.stderr
 

