@@ -10,6 +10,29 @@ from pathlib import Path
 from typing import Any
 
 
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report a command ended by Ctrl-C
+
+
+def exit_on_next_interrupt() -> None:
+    """After a first Ctrl-C a command cleans up (cancels calls, closes files); a second one
+    ends the process at once, before interpreter shutdown could wait on threads and print a
+    traceback. Finished work is already on disk (results flushed per line, cache committed)."""
+    import os
+    import signal
+
+    def force(signum: int, frame: object) -> None:
+        try:
+            sys.stderr.write("lmpc: interrupted again; exiting now\n")
+            sys.stderr.flush()
+        finally:
+            os._exit(EXIT_INTERRUPTED)
+
+    try:
+        signal.signal(signal.SIGINT, force)
+    except ValueError:  # not the main thread (lmpc.cli.main called from a thread): nothing to arm
+        pass
+
+
 def _usage_error(message: str) -> Exception:
     from lmpc.cli import UsageError
 
@@ -88,6 +111,7 @@ def add_program_options(p: argparse.ArgumentParser) -> None:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from lmpc.compiler.diagnostics import printable
+    from lmpc.runtime import redact
     from lmpc.runtime.errors import LmpcRuntimeError
 
     prog = open_program(args)
@@ -104,7 +128,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     try:
         results = prog.batch(rows)
-    except LmpcRuntimeError as e:
+    except KeyboardInterrupt:
+        exit_on_next_interrupt()  # closing below; a second Ctrl-C ends at once
+        print("lmpc: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except LmpcRuntimeError as e:  # a configuration error: raised once for the whole batch
         print(f"lmpc: error: {e}", file=sys.stderr)
         return 1
     finally:
@@ -113,7 +141,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     for r in results:
         where = {"source": sources[r.index]} if sources else {}
         if args.json:
-            print(json.dumps({"row": r.index, **where, **r.to_json()}, ensure_ascii=False))
+            print(redact.dumps({"row": r.index, **where, **r.to_json()}, ensure_ascii=False))
         elif r.ok:
             prefix = f"[{r.index}] " if len(results) > 1 else ""
             print(printable(prefix + "  ".join(f"{k}: {json.dumps(v, ensure_ascii=False) if not isinstance(v, str) else v}"

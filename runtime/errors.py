@@ -1,23 +1,42 @@
 """Errors the runtime raises for the user to read.
 
 Each error's str() is a complete, one-paragraph message that says what went wrong and how
-to fix it, so the CLI can print it as is, without a traceback. None ever contains a secret
-(API keys are referred to by the name of their environment variable only).
+to fix it, so the CLI can print it as is, without a traceback. None ever contains a secret:
+API keys are referred to by the name of their environment variable, and every message passes
+through redact (a server that echoes the key in its error body, a base_url with credentials).
+
+ConfigurationError marks the errors that would fail every row the same way (an unset key
+variable, a model that cannot load, a server that refuses the key): the executor raises them
+once for the whole batch instead of recording one per row.
 """
 
 from __future__ import annotations
+
+from lmpc.runtime.redact import redact
 
 
 class LmpcRuntimeError(Exception):
     """Base class of every error the runtime reports to the user."""
 
+    def __init__(self, *args: object) -> None:
+        super().__init__(*(redact(a) if isinstance(a, str) else a for a in args))
 
-class ModelNotFoundError(LmpcRuntimeError):
+
+class ConfigurationError(LmpcRuntimeError):
+    """An error of the setup, not of one row: every call would fail the same way, so a batch
+    stops at the first one and raises it (Program.batch, lmpc.evaluate, `lmpc eval`/`run`)."""
+
+
+class Interrupted(LmpcRuntimeError):
+    """A call was cancelled because its batch was interrupted (Ctrl-C); never a row's result."""
+
+
+class ModelNotFoundError(ConfigurationError):
     """A model's weights are not available: builtin package missing, path missing, or a
     Hugging Face file that is neither cached nor downloadable."""
 
 
-class ModelConfigError(LmpcRuntimeError):
+class ModelConfigError(ConfigurationError):
     """A model's options are wrong: unknown builtin, unknown option, unset API-key variable."""
 
 
@@ -33,6 +52,14 @@ class ServerError(LmpcRuntimeError):
         super().__init__(message)
         self.status = status
         self.attempts = attempts
+
+
+class AuthenticationError(ServerError, ConfigurationError):
+    """The server refused the credentials (HTTP 401/403): every request would be refused."""
+
+
+class EndpointNotFoundError(ServerError, ConfigurationError):
+    """The server answered 404 for the chat endpoint or model: base_url or model is wrong."""
 
 
 class OutputError(LmpcRuntimeError):

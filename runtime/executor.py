@@ -5,6 +5,13 @@ level, all calls of one prompt node are issued back to back across rows, so llam
 the KV cache of the shared prefix (instructions, demos) and pays only for each row's input.
 Calls to a local model go through one lane (its single llama.cpp context, in order); calls
 to remote models and Python functions run concurrently on a thread pool.
+
+Thread-safety: one Executor serves concurrent run() calls (Program.batch from many threads);
+everything a batch decides (sample, temperature, run id, cancel token) lives in its own _Run,
+never on the executor. Interrupts: Ctrl-C in the calling thread cancels the batch's token,
+so no new call starts and in-flight HTTP calls end at once; finished calls stay in the cache
+and their traces are written. A ConfigurationError (it would fail every row) stops the batch
+the same way and is raised once, instead of being recorded on each row.
 """
 
 from __future__ import annotations
@@ -23,8 +30,8 @@ from lmpc.runtime.budget import BudgetExceededError, CallBudget
 from lmpc.runtime.cache import CallCache, call_key
 from lmpc.runtime.calls import load_function, run_function
 from lmpc.runtime.embed import KnnDemos
-from lmpc.runtime.errors import LmpcRuntimeError, OutputError
-from lmpc.runtime.models import GenerationRequest
+from lmpc.runtime.errors import ConfigurationError, Interrupted, LmpcRuntimeError, OutputError
+from lmpc.runtime.models import CancelToken, GenerationRequest
 from lmpc.runtime.outputs import parse_output
 from lmpc.runtime.pool import ModelPool
 from lmpc.runtime.prompt import (
@@ -33,6 +40,11 @@ from lmpc.runtime.prompt import (
 from lmpc.runtime.trace import TraceEvent, TraceLog
 from lmpc.runtime.values import evaluate, get_path, validation_error
 
+# After Ctrl-C, how long the interrupted batch waits for its lanes to notice (remote calls end
+# at once; a local llama.cpp decode cannot be stopped midway and is left to finish alone).
+INTERRUPT_GRACE_S = 1.0
+
+
 class StepError(LmpcRuntimeError):
     """A step failed for one row; names the step and its source line, keeps raw model text."""
 
@@ -40,6 +52,24 @@ class StepError(LmpcRuntimeError):
         super().__init__(message)
         self.step = step
         self.raw_text = raw_text
+
+
+@dataclass
+class _Run:
+    """One batch's settings and state, shared by its lanes only."""
+
+    run_id: str
+    sample: int = 0
+    temperature: float | None = None
+    cancel: CancelToken = field(default_factory=CancelToken)
+    failure: ConfigurationError | None = None
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def fail(self, error: ConfigurationError) -> None:
+        with self._lock:
+            if self.failure is None:
+                self.failure = error
+        self.cancel.cancel()
 
 
 @dataclass
@@ -68,7 +98,6 @@ class Executor:
         self.base_dir = base_dir or Path.cwd()
         self.model_override = model_override
         self.budget = budget
-        self._decoding: dict[str, Any] = {"sample": 0, "temperature": None}
         self.threads = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="lmpc-step")
         self._knn: dict[str, KnnDemos] = {}  # step -> its kNN demo chooser (knn_few_shot), made on first use
         self._knn_lock = threading.Lock()
@@ -85,27 +114,37 @@ class Executor:
     # -- a batch -------------------------------------------------------------------------
     def run(self, rows: list[dict[str, Any]], sample: int = 0, temperature: float | None = None) -> list[RowState]:
         """Run rows. `sample` > 0 asks for another sample of every call (a distinct cache key);
-        `temperature` overrides the models' own (bootstrapping uses both)."""
-        self._decoding = {"sample": sample, "temperature": temperature}
-        run_id = uuid.uuid4().hex[:8]
+        `temperature` overrides the models' own (bootstrapping uses both). Raises the first
+        ConfigurationError (after stopping the batch), and KeyboardInterrupt at once on Ctrl-C."""
+        run = _Run(uuid.uuid4().hex[:8], sample, temperature)
         states = [self._start_row(i, row) for i, row in enumerate(rows)]
         logged = [0] * len(states)
-        for level in self.levels:
-            lanes: dict[str, list[tuple[str, RowState]]] = {}
-            singles: list[tuple[str, RowState]] = []
-            for nid in level:
-                lane = self._lane(nid)
-                for st in states:
-                    if st.error is None:
-                        (lanes.setdefault(lane, []) if lane else singles).append((nid, st))
-            futures = [self.threads.submit(self._run_lane, tasks, run_id) for tasks in lanes.values()]
-            futures += [self.threads.submit(self._run_lane, [t], run_id) for t in singles]
-            wait(futures)
-            for f in futures:
-                f.result()  # re-raise internal bugs; user-facing failures are on the rows
-            if self.trace_log is not None:  # after each level, so a killed run keeps its traces
-                self.trace_log.append([e for st, k in zip(states, logged) for e in st.trace[k:]])
-                logged = [len(st.trace) for st in states]
+        try:
+            for level in self.levels:
+                lanes: dict[str, list[tuple[str, RowState]]] = {}
+                singles: list[tuple[str, RowState]] = []
+                for nid in level:
+                    lane = self._lane(nid)
+                    for st in states:
+                        if st.error is None:
+                            (lanes.setdefault(lane, []) if lane else singles).append((nid, st))
+                futures = [self.threads.submit(self._run_lane, tasks, run) for tasks in lanes.values()]
+                futures += [self.threads.submit(self._run_lane, [t], run) for t in singles]
+                try:
+                    wait(futures)
+                except BaseException:  # Ctrl-C while waiting: start nothing more, stop what runs
+                    run.cancel.cancel()
+                    for f in futures:
+                        f.cancel()
+                    wait(futures, timeout=INTERRUPT_GRACE_S)
+                    raise
+                for f in futures:
+                    f.result()  # re-raise internal bugs; user-facing failures are on the rows
+                if run.failure is not None:
+                    raise run.failure
+                logged = self._log_traces(states, logged)  # after each level: a killed run keeps them
+        finally:
+            self._log_traces(states, logged)  # the calls that finished before an interrupt or failure
         for st in states:
             if st.error is None:
                 self._finish_row(st)
@@ -122,14 +161,29 @@ class Executor:
             concurrent = False  # the call itself reports the error, row by row
         return None if concurrent else f"model:{name}"
 
-    def _run_lane(self, tasks: list[tuple[str, RowState]], run_id: str) -> None:
+    def _log_traces(self, states: list[RowState], logged: list[int]) -> list[int]:
+        """Append each row's events after its mark `logged` that finished (not the calls an
+        interrupt cut short); returns the new marks."""
+        if self.trace_log is not None:
+            self.trace_log.append([e for st, k in zip(states, logged) for e in st.trace[k:]
+                                   if e.latency_s > 0 and not e.extra.get("interrupted")])
+        return [len(st.trace) for st in states]
+
+    def _run_lane(self, tasks: list[tuple[str, RowState]], run: _Run) -> None:
         for nid, st in tasks:
+            if run.cancel.cancelled:
+                return  # interrupted, or a configuration error: send nothing more
             if st.error is not None:
                 continue
             try:
-                st.values[nid] = self._run_node(nid, st, run_id)
+                st.values[nid] = self._run_node(nid, st, run)
             except BudgetExceededError:
                 raise  # stops the whole run, not just this row
+            except Interrupted:
+                return
+            except ConfigurationError as e:  # every row would fail the same way: stop the batch
+                run.fail(e)
+                return
             except StepError as e:
                 st.error = e
             except LmpcRuntimeError as e:
@@ -168,7 +222,7 @@ class Executor:
         st.outputs = outputs
 
     # -- one node for one row --------------------------------------------------------------
-    def _run_node(self, nid: str, st: RowState, run_id: str) -> dict[str, Any]:
+    def _run_node(self, nid: str, st: RowState, run: _Run) -> dict[str, Any]:
         node = self.g.nodes[nid]
         lookup = lambda ref, path: get_path(st.values[ref], path)  # noqa: E731
         inputs = {arg: evaluate(expr, lookup) for arg, expr in node["bindings"].items()}
@@ -179,16 +233,19 @@ class Executor:
                                 node["step"])
         event = TraceEvent(step=node["step"], kind=node["kind"], span=node.get("span"), model=None, messages=None,
                            inputs=inputs, raw=None, parsed=None, row=st.index, started_at=time.time(),
-                           trace_id=f"{run_id}-{st.index}-{nid}")
+                           trace_id=f"{run.run_id}-{st.index}-{nid}")
         st.trace.append(event)
         t0 = time.perf_counter()
         try:
             if node["kind"] == "call":
                 out = self._run_call(node, inputs)
             else:
-                out = self._run_prompt(node, inputs, event)
+                out = self._run_prompt(node, inputs, event, run)
             event.parsed = out
             return out
+        except Interrupted:
+            event.extra["interrupted"] = True  # not a result: left out of the trace log
+            raise
         except OutputError as e:
             event.error = str(e)
             raise StepError(f"{where(node)}: {e}", node["step"], e.raw_text) from e
@@ -210,7 +267,7 @@ class Executor:
                 raise LmpcRuntimeError(f"the function's `{name}` should be {node['outputs'][name]['type']}: {why}")
         return out
 
-    def _run_prompt(self, node: dict, inputs: dict[str, Any], event: TraceEvent) -> dict[str, Any]:
+    def _run_prompt(self, node: dict, inputs: dict[str, Any], event: TraceEvent, run: _Run) -> dict[str, Any]:
         name = self.model_name(node)
         model = self.pool.get(name)
         options = self.pool.options(name)
@@ -222,13 +279,14 @@ class Executor:
         request = GenerationRequest(
             messages=messages, json_schema=schema,
             max_tokens=int(options.get("max_tokens", min(decoding_budget(schema), MAX_DECODING_TOKENS))),
-            temperature=float(self._decoding["temperature"] if self._decoding["temperature"] is not None
+            temperature=float(run.temperature if run.temperature is not None
                               else options.get("temperature", 0.0)),
-            seed=int(options.get("seed", 0)) + self._decoding["sample"],
+            seed=int(options.get("seed", 0)) + run.sample,
+            cancel=run.cancel,
         )
         key = call_key({"model": model.identity, "messages": messages, "schema": schema,
                         "max_tokens": request.max_tokens, "temperature": request.temperature,
-                        "seed": request.seed, "sample": self._decoding["sample"]})
+                        "seed": request.seed, "sample": run.sample})
 
         def compute() -> dict[str, Any]:
             if self.budget is not None:
@@ -250,4 +308,5 @@ class Executor:
             return chooser
 
     def close(self) -> None:
-        self.threads.shutdown(wait=True)
+        # Lanes of an interrupted batch return at once; queued work of none is left.
+        self.threads.shutdown(wait=True, cancel_futures=True)

@@ -7,12 +7,51 @@ servers (remote.py). Validating the returned text against the schema is the call
 
 from __future__ import annotations
 
+import threading
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from lmpc.runtime.errors import ModelConfigError
+
+
+class CancelToken:
+    """Set once when a batch is abandoned (Ctrl-C, a configuration error): models stop their
+    in-flight calls (on_cancel callbacks) and the executor starts no new ones."""
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+        self._lock = threading.Lock()
+        self._callbacks: list[Callable[[], Any]] = []
+
+    @property
+    def cancelled(self) -> bool:
+        return self._event.is_set()
+
+    def cancel(self) -> None:
+        with self._lock:
+            if self._event.is_set():
+                return
+            self._event.set()
+            callbacks, self._callbacks = self._callbacks, []
+        for fn in callbacks:
+            fn()
+
+    def on_cancel(self, fn: Callable[[], Any]) -> Callable[[], None]:
+        """Call fn when cancelled (at once if already); returns a function that unregisters it."""
+        with self._lock:
+            if not self._event.is_set():
+                self._callbacks.append(fn)
+
+                def remove() -> None:
+                    with self._lock:
+                        if fn in self._callbacks:
+                            self._callbacks.remove(fn)
+
+                return remove
+        fn()
+        return lambda: None
 
 
 @dataclass
@@ -23,6 +62,8 @@ class GenerationRequest:
     temperature: float = 0.0
     seed: int = 0
     stop: list[str] | None = None
+    # The batch's cancel token: implementations that can stop a call midway (HTTP) watch it.
+    cancel: CancelToken | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass

@@ -1,12 +1,30 @@
 """Models behind an OpenAI-compatible HTTP API (OpenAI, llama.cpp's server, vLLM, ...).
 
-Retries are ours, not the client's (max_retries=0 there), so attempt counts in messages are
-exact: connection errors, timeouts, 429 and 5xx are retried with exponential backoff; other
-4xx are not, since sending the same request again cannot fix them.
+Requests run on one asyncio loop per model (a daemon thread) through openai's AsyncOpenAI
+client, because only there can a request be bounded and cancelled as a whole: the client's
+own timeout applies to each connect, write and read separately (a server that trickles one
+byte every 0.5 s never trips it), and a socket read blocked in a thread cannot be stopped.
+
+Time bounds (docs/runtime.md): each attempt (connect, send and every read) ends after
+`timeout` seconds. Retries are ours (max_retries=0 in the client), so attempt counts in
+messages are exact: connection failures, timeouts, truncated or non-JSON bodies, 429 and 5xx
+are retried; other 4xx are not, since sending the same request again cannot fix them. Between
+attempts: the server's Retry-After on 429/503 (seconds or an HTTP date, at most 60 s), else
+exponential backoff with jitter (at most max_backoff_s). One call never takes longer than
+(max_retries + 1) * timeout + max_retries * max_backoff_s; a Retry-After that does not fit in
+what is left of that fails the call at once.
+
+Cancellation: generate() watches the request's CancelToken (the executor cancels it on
+Ctrl-C or a configuration error); the in-flight attempt ends at once (its connection is
+closed) and the call raises Interrupted. close() cancels whatever is still in flight.
 """
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
+import email.utils
+import json
 import os
 import random
 import threading
@@ -14,11 +32,16 @@ import time
 from typing import Any
 
 from lmpc.runtime.errors import (
+    AuthenticationError,
+    EndpointNotFoundError,
+    Interrupted,
+    LmpcRuntimeError,
     ModelConfigError,
     ServerError,
     ServerUnreachableError,
 )
 from lmpc.runtime.models.base import Completion, GenerationRequest, Model, check_options
+from lmpc.runtime.redact import register_secret, register_url, safe_url
 
 OPTIONS = (
     "model", "base_url", "api_key_env", "temperature", "max_tokens", "seed", "timeout",
@@ -27,6 +50,8 @@ OPTIONS = (
 STRUCTURED_OUTPUT_MODES = ("auto", "json_schema", "none")
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 NO_KEY = "sk-no-key"  # local servers want some bearer token, and check none
+MAX_RETRY_AFTER_S = 60.0  # a longer Retry-After is waited this long at most (as openai-python)
+SNIPPET = 120  # characters of a bad body quoted in messages
 
 # Ways of asking for schema-constrained output, tried in this order by structured_output auto:
 #  json_schema  OpenAI's response_format (OpenAI, vLLM, llama.cpp's C++ llama-server)
@@ -39,6 +64,10 @@ FORMATS = ("json_schema", "json_object", "none")
 
 class _FormatRejected(Exception):
     """The server refused the response_format we sent (a capability, not a transient error)."""
+
+
+class _BadBody(Exception):
+    """An answer that cannot be read: not JSON (a transient proxy page, a broken server)."""
 
 
 class OpenAIModel(Model):
@@ -54,10 +83,12 @@ class OpenAIModel(Model):
             raise ModelConfigError(f"openai model `{name}` needs the option model, e.g. model: \"gpt-4o-mini\"")
         self.model = model
         self.base_url = str(options.get("base_url") or DEFAULT_BASE_URL).rstrip("/")
+        register_url(self.base_url)  # user:pass@ and ?key= never reach a message or a trace
+        self.shown_url = safe_url(self.base_url)
         self.timeout = float(options.get("timeout", 60))
         self.max_retries = int(options.get("max_retries", 3))
-        if self.timeout <= 0 or self.max_retries < 0:
-            raise ModelConfigError(f"model `{name}`: timeout must be > 0 and max_retries >= 0")
+        if not (0 < self.timeout < 1e6) or self.max_retries < 0:
+            raise ModelConfigError(f"model `{name}`: timeout must be > 0 s (and under 10^6) and max_retries >= 0")
         mode = options.get("structured_output", "auto")
         if mode not in STRUCTURED_OUTPUT_MODES:
             raise ModelConfigError(
@@ -79,41 +110,104 @@ class OpenAIModel(Model):
                     f"model `{name}`: its API key comes from the environment variable {var} "
                     f"(api_key_env), which is not set; set it, e.g. `export {var}=...`"
                 )
+            register_secret(api_key)  # a server that echoes it back gets *** in every message
         self.api_key_env: str | None = var
         import openai
 
-        # max_retries=0: the retry loop below counts every attempt.
-        self._client = openai.OpenAI(
-            api_key=api_key, base_url=self.base_url, timeout=self.timeout, max_retries=0
-        )
+        # max_retries=0: the retry loop below counts every attempt. The client's timeout is a
+        # per-operation backstop; _attempt bounds the whole request.
+        self._client = openai.AsyncOpenAI(api_key=api_key, base_url=self.base_url, timeout=self.timeout,
+                                          max_retries=0)
         del api_key  # the key lives only inside the client from here on
+        self._loop: asyncio.AbstractEventLoop | None = None  # started on the first call
+        self._thread: threading.Thread | None = None
+        self._closed = False
 
     @property
     def identity(self) -> str:
-        return f"openai:{self.base_url}:{self.model}"
+        return f"openai:{self.shown_url}:{self.model}"
 
     @property
     def supports_concurrency(self) -> bool:
         return True
 
+    @property
+    def budget_s(self) -> float:
+        """The longest one generate() call can take, retries and waits included."""
+        return (self.max_retries + 1) * self.timeout + self.max_retries * self.max_backoff_s
+
     def __repr__(self) -> str:
-        return f"<OpenAIModel {self.name!r} {self.model} at {self.base_url}>"
+        return f"<OpenAIModel {self.name!r} {self.model} at {self.shown_url}>"
+
+    # -- the calling threads ----------------------------------------------------------------
+    def generate(self, req: GenerationRequest) -> Completion:
+        cancel = req.cancel
+        if cancel is not None and cancel.cancelled:
+            raise Interrupted(f"model `{self.name}`: not sent, the batch was interrupted")
+        fut = asyncio.run_coroutine_threadsafe(self._generate(req), self._running_loop())
+        # Cancelling the future cancels the task on the loop, which closes its connection.
+        remove = cancel.on_cancel(fut.cancel) if cancel is not None else None
+        try:
+            return fut.result()
+        except concurrent.futures.CancelledError:
+            raise Interrupted(f"model `{self.name}`: the call to {self.shown_url} was cancelled") from None
+        except BaseException:
+            fut.cancel()  # Ctrl-C in a caller's own thread stops the request too
+            raise
+        finally:
+            if remove is not None:
+                remove()
+
+    def _running_loop(self) -> asyncio.AbstractEventLoop:
+        with self._lock:
+            if self._closed:
+                raise LmpcRuntimeError(f"model `{self.name}` was used after it was closed")
+            if self._loop is None:
+                loop = asyncio.new_event_loop()
+                thread = threading.Thread(target=loop.run_forever, name=f"lmpc-http-{self.name}", daemon=True)
+                thread.start()
+                self._loop, self._thread = loop, thread
+            return self._loop
 
     def close(self) -> None:
-        self._client.close()
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            loop, thread = self._loop, self._thread
+        if loop is None or thread is None:
+            return  # never used: no connection was opened
 
-    def generate(self, req: GenerationRequest) -> Completion:
+        async def shutdown() -> None:
+            me = asyncio.current_task()
+            tasks = [t for t in asyncio.all_tasks() if t is not me]
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await self._client.close()
+
+        try:
+            asyncio.run_coroutine_threadsafe(shutdown(), loop).result(timeout=5)
+        except Exception:  # noqa: BLE001 - closing is best effort; the loop stops regardless
+            pass
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(timeout=5)
+        if not thread.is_alive():
+            loop.close()
+
+    # -- on the model's loop ----------------------------------------------------------------
+    async def _generate(self, req: GenerationRequest) -> Completion:
         while True:
             fmt = self._format if req.json_schema is not None else "none"
             try:
-                return self._send_with_retries(req, fmt)
+                return await self._send_with_retries(req, fmt)
             except _FormatRejected as e:
                 # A one-time capability probe, not a silent re-send: the request failed
                 # without producing anything, and from now on this instance sends the next
                 # weaker format first (ending with none, where the caller validates the text).
                 if self.structured_output == "json_schema":
                     raise ModelConfigError(
-                        f"model `{self.name}`: the server at {self.base_url} does not accept "
+                        f"model `{self.name}`: the server at {self.shown_url} does not accept "
                         f"response_format json_schema ({e}); use structured_output: \"auto\" "
                         "or \"none\""
                     ) from None
@@ -140,67 +234,135 @@ class OpenAIModel(Model):
             params["response_format"] = {"type": "json_object", "schema": req.json_schema}
         return params
 
-    def _send_with_retries(self, req: GenerationRequest, fmt: str) -> Completion:
+    async def _attempt(self, params: dict[str, Any], seconds: float) -> dict[str, Any]:
+        """One HTTP request, bounded as a whole; the answer's JSON body."""
+        raw = await asyncio.wait_for(self._client.chat.completions.with_raw_response.create(**params), seconds)
+        return _json_body(raw.http_response)
+
+    async def _send_with_retries(self, req: GenerationRequest, fmt: str) -> Completion:
         import openai
 
         params = self._params(req, fmt)
-        attempts = 0
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.budget_s
+        url, attempts = self.shown_url, 0
         while True:
             attempts += 1
             with self._lock:
                 self.requests_sent += 1
+            retry_after: float | None = None
             try:
-                resp = self._client.chat.completions.create(**params)
-            except openai.APITimeoutError:
-                failure: tuple[str, int | None] = (f"no answer within {self.timeout:g} s", None)
+                data = await self._attempt(params, min(self.timeout, deadline - loop.time()))
+            except (asyncio.TimeoutError, openai.APITimeoutError):
+                failure: tuple[str, int | None] = (
+                    f"no answer within {self.timeout:g} s (timeout bounds the whole request: "
+                    "connect, send and every read)", None)
             except openai.APIConnectionError as e:
-                failure = (_connection_reason(e), -1)
+                failure = _connection_failure(e, url)
             except openai.APIStatusError as e:
                 status = e.status_code
                 if fmt != "none" and _rejects_response_format(e):
                     raise _FormatRejected(f"HTTP {status}: {_server_message(e)}") from None
                 if status != 429 and status < 500:
-                    raise ServerError(
-                        f"the server at {self.base_url} refused the request for model `{self.model}` "
+                    cls = AuthenticationError if status in (401, 403) else (
+                        EndpointNotFoundError if status == 404 else ServerError)
+                    raise cls(
+                        f"the server at {url} refused the request for model `{self.model}` "
                         f"with HTTP {status}: {_server_message(e)}{_status_hint(status, self.api_key_env)}",
                         status=status, attempts=attempts,
                     ) from None
                 failure = (f"HTTP {status}: {_server_message(e)}", status)
+                if status in (429, 503):
+                    retry_after = _retry_after(e.response.headers.get("retry-after"))
+            except _BadBody as e:
+                failure = (str(e), None)
             except openai.OpenAIError as e:
                 raise ServerError(
-                    f"the server at {self.base_url} sent an answer that is not a chat completion "
+                    f"the server at {url} sent an answer that is not a chat completion "
                     f"({type(e).__name__}: {str(e)[:200]})", attempts=attempts,
                 ) from None
             else:
-                return _completion(resp, self.base_url)
+                return _completion(data, url)
             if attempts > self.max_retries:
+                raise _final_error(url, self.model, attempts, failure)
+            if retry_after is not None:  # the server said when: that replaces our backoff
+                delay = min(retry_after, MAX_RETRY_AFTER_S)
+            else:
+                delay = min(self.max_backoff_s, self.backoff_s * 2 ** (attempts - 1))
+                delay = min(self.max_backoff_s, delay * (0.75 + 0.5 * random.random()))  # jitter
+            left = deadline - loop.time()
+            if delay >= left:
                 reason, status = failure
-                if status == -1:
-                    raise ServerUnreachableError(
-                        f"cannot reach the OpenAI-compatible server at {self.base_url} after "
-                        f"{attempts} attempt{'s' if attempts > 1 else ''}: {reason}; is it running, "
-                        "and is base_url right?"
-                    )
-                raise ServerError(
-                    f"the server at {self.base_url} failed {attempts} attempt"
-                    f"{'s' if attempts > 1 else ''} for model `{self.model}`; the last: {reason}",
-                    status=status, attempts=attempts,
-                )
-            delay = min(self.max_backoff_s, self.backoff_s * 2 ** (attempts - 1))
-            time.sleep(delay * (0.75 + 0.5 * random.random()))  # jitter spreads parallel retries
+                raise _final_error(url, self.model, attempts, (
+                    f"{reason}; the server asked to wait {retry_after:g} s before retrying, more than the "
+                    f"{max(left, 0):.1f} s left of this call's time budget", status))
+            await asyncio.sleep(delay)
 
 
-def _completion(resp: Any, base_url: str) -> Completion:
-    if not getattr(resp, "choices", None):
-        raise ServerError(f"the server at {base_url} answered a chat completion without choices")
-    choice = resp.choices[0]
-    usage = getattr(resp, "usage", None)
+def _final_error(url: str, model: str, attempts: int, failure: tuple[str, int | None]) -> LmpcRuntimeError:
+    reason, status = failure
+    plural = "s" if attempts > 1 else ""
+    if status == -1:
+        return ServerUnreachableError(
+            f"cannot reach the OpenAI-compatible server at {url} after {attempts} attempt{plural}: "
+            f"{reason}; is it running, and is base_url right?"
+        )
+    return ServerError(f"the server at {url} failed {attempts} attempt{plural} for model `{model}`; the last: "
+                       f"{reason}", status=status, attempts=attempts)
+
+
+def _json_body(resp: Any) -> dict[str, Any]:
+    content: bytes = resp.content
+    try:
+        data = json.loads(content)
+    except ValueError as e:
+        snippet = content[:SNIPPET].decode("utf-8", "replace")
+        more = "…" if len(content) > SNIPPET else ""
+        raise _BadBody(f"HTTP {resp.status_code} with a body that is not JSON ({str(e)[:80]}): "
+                       f"{snippet!r}{more}") from None
+    if not isinstance(data, dict):
+        raise _BadBody(f"HTTP {resp.status_code} with JSON that is not an object: {content[:SNIPPET]!r}")
+    return data
+
+
+def _completion(data: dict[str, Any], url: str) -> Completion:
+    choices = data.get("choices")
+    if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
+        raise ServerError(f"the server at {url} answered a chat completion without choices")
+    choice = choices[0]
+    message = choice.get("message")
+    content = message.get("content") if isinstance(message, dict) else None
+    usage = data.get("usage") if isinstance(data.get("usage"), dict) else {}
     return Completion(
-        text=(choice.message.content if choice.message is not None else None) or "",
-        prompt_tokens=int(getattr(usage, "prompt_tokens", 0) or 0),
-        completion_tokens=int(getattr(usage, "completion_tokens", 0) or 0),
-        finish_reason=choice.finish_reason,
+        text=content if isinstance(content, str) else "",
+        prompt_tokens=_count(usage.get("prompt_tokens")),
+        completion_tokens=_count(usage.get("completion_tokens")),
+        finish_reason=choice.get("finish_reason"),
     )
+
+
+def _count(value: Any) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
+
+
+def _retry_after(value: str | None) -> float | None:
+    """Retry-After as seconds from now: delta-seconds or an HTTP date (RFC 9110 10.2.3)."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when is None:
+            return None
+        seconds = when.timestamp() - time.time()
+    if seconds != seconds or seconds == float("inf"):
+        return None
+    return max(0.0, seconds)
 
 
 def _server_message(e: Any) -> str:
@@ -232,17 +394,27 @@ def _status_hint(status: int, api_key_env: str | None) -> str:
     return ""
 
 
-def _connection_reason(e: BaseException) -> str:
-    """The innermost cause of a connection failure, in words ("connection refused", ...)."""
+def _connection_failure(e: BaseException, url: str) -> tuple[str, int | None]:
+    """(reason in words, -1 when no connection was made | None when the server was reached)."""
     seen: set[int] = set()
     cur: BaseException | None = e
-    last = str(e)
+    last, connect = str(e), False
     while cur is not None and id(cur) not in seen:
         seen.add(id(cur))
-        if isinstance(cur, ConnectionRefusedError) or "connection refused" in str(cur).lower():
-            return "connection refused"
-        if str(cur):
-            last = str(cur)
-        cur = cur.__cause__ or cur.__context__
-    return " ".join(last.split())[:200] or "connection error"
-
+        text = str(cur)
+        low = text.lower()
+        if isinstance(cur, ConnectionRefusedError) or "connection refused" in low:
+            return "connection refused", -1
+        if "complete message body" in low or "incomplete" in low:
+            detail = text.split(":", 1)[1].strip() if ":" in text else text
+            return (f"a truncated response from {url}: the connection closed before the whole body arrived"
+                    f" ({' '.join(detail.split())[:120]})", None)
+        if "without sending a response" in low or "disconnected" in low:
+            return f"the server at {url} closed the connection without answering", None
+        # DNS, TLS handshake, no route: never reached (by name: openai uses httpx or httpx2)
+        connect = connect or any(c.__name__ in ("ConnectError", "ConnectTimeout") for c in type(cur).__mro__)
+        if text:
+            last = text
+        group = getattr(cur, "exceptions", None)  # an ExceptionGroup of connection attempts
+        cur = cur.__cause__ or cur.__context__ or (group[0] if group else None)
+    return " ".join(last.split())[:200] or "connection error", (-1 if connect else None)
