@@ -1,14 +1,19 @@
 """Compiled artifacts: deterministic JSON that holds everything needed to run a pipeline.
 
-Validated against artifact.schema.json (shipped in the package) on write and on load. Loading
-never executes code: it is JSON parsing and schema validation, nothing else.
+Format 2 (see docs/runtime.md, "Artifacts"). The top level is checked against
+artifact.schema.json (shipped in the package); each graph is then checked in full by
+artifact_graph.graph_from_json, which rebuilds schemas from types and derived data (edges,
+run order, levels) from the bindings. Loading is JSON parsing and checking, nothing else: it
+never runs code, reads environment variables or opens other files. What an artifact may do
+when it runs (Python files, model endpoints and key variables) is decided by runtime/trust.py.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -16,28 +21,42 @@ from typing import Any
 import jsonschema
 import networkx as nx
 
+from lmpc.compiler.artifact_graph import GraphFormatError, graph_from_json, graph_to_json, safe_relative_file
 from lmpc.compiler.checked import CheckedProgram
-from lmpc.compiler.ir import from_json, to_json
-from lmpc.compiler.types import describe, to_schema
 
 FORMAT = "lmpc-artifact"
-VERSION = 1
+# 2: fields are ordered lists, types instead of JSON Schemas, no derived data, Python files
+#    beside the artifact with their hashes, paths relative to the artifact. 1 is not read: its
+#    fields were re-ordered alphabetically on write (the artifact was not the scored program).
+VERSION = 2
+MAX_JSON_DEPTH = 200  # deeper documents are refused before anything recurses into them
 
 
 class ArtifactError(Exception):
-    """An artifact that cannot be read: not JSON, not an artifact, a newer version, invalid."""
+    """An artifact that cannot be read: not JSON, not an artifact, another version, invalid."""
+
+
+class ArtifactTrustError(ArtifactError):
+    """An artifact that would run Python code, or use model endpoints, key variables or model
+    files, that the user has not approved (trust_code / trust_models, or their own options)."""
 
 
 @dataclass
 class Artifact:
     pipeline: str
     graphs: dict[str, nx.DiGraph]
-    base_dir: Path  # absolute after loading
+    folder: Path  # absolute: the artifact's folder, where its Python files and relative paths resolve
     data: dict[str, Any]  # the whole document as written
+    path: Path | None = None
+    trusted: set[str] = field(default_factory=set)  # what the loader allowed: "code", "models"
 
     @property
     def graph(self) -> nx.DiGraph:
         return self.graphs[self.pipeline]
+
+    @property
+    def base_dir(self) -> Path:
+        return self.folder
 
     @property
     def optimize(self) -> dict[str, Any]:
@@ -47,63 +66,199 @@ class Artifact:
     def report(self) -> dict[str, Any]:
         return self.data["report"]
 
+    @property
+    def code(self) -> list[dict[str, str]]:
+        return self.data["code"]
+
 
 def _schema() -> dict:
     text = resources.files("lmpc.compiler").joinpath("artifact.schema.json").read_text(encoding="utf-8")
     return json.loads(text)
 
 
-def _field(t) -> dict:
-    return {"type": describe(t), "schema": to_schema(t)}
+def sha256_file(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def code_refs(graphs: dict[str, nx.DiGraph], optimize: dict[str, Any]) -> dict[str, list[str]]:
+    """Python files an artifact names -> what uses them (call steps, a Python metric)."""
+    files: dict[str, list[str]] = {}
+    for name in sorted(graphs):
+        g = graphs[name]
+        for nid in sorted(g.nodes):
+            d = g.nodes[nid]
+            if d["kind"] == "call":
+                files.setdefault(d["fn"].partition(":")[0], []).append(f"step `{d['step']}` of `{name}`")
+    metric = optimize.get("metric")
+    if isinstance(metric, dict) and metric.get("kind") == "python":
+        files.setdefault(str(metric["name"]).partition(":")[0], []).append("the metric")
+    return files
+
+
+def place_code(graphs: dict[str, nx.DiGraph], optimize: dict[str, Any], source_dir: Path,
+               artifact_path: Path, check_only: bool = False) -> list[Path]:
+    """Copy the Python files the artifact names from the .lmp file's folder to the artifact's.
+
+    Paths keep their place relative to the folder (helpers/x.py stays helpers/x.py). A file
+    outside the .lmp's folder (`..`) cannot be named by an artifact, and a different file
+    already at the destination is never overwritten. Returns the files copied (check_only:
+    raises the same errors, copies nothing: a build checks this before its first model call)."""
+    import shutil
+
+    folder = artifact_path.resolve().parent
+    copied = []
+    for file, users in sorted(code_refs(graphs, optimize).items()):
+        if not safe_relative_file(file):
+            raise ArtifactError(f"{users[0]} names the Python file `{file}`, outside the .lmp file's folder; an "
+                                "artifact runs only Python files beside it: move the file under the .lmp's folder")
+        src, dst = (source_dir / file).resolve(), folder / file
+        if not src.is_file():
+            raise ArtifactError(f"{users[0]} names the Python file {src}, which does not exist")
+        if dst.resolve() == src:
+            continue
+        if dst.exists():
+            if dst.read_bytes() != src.read_bytes():
+                raise ArtifactError(f"{dst} exists and differs from {src}, which the artifact needs beside it; "
+                                    "write the artifact to another folder (-o) or remove that file")
+            continue
+        if check_only:
+            continue
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dst.with_name(dst.name + ".tmp")
+        shutil.copyfile(src, tmp)
+        os.replace(tmp, dst)
+        copied.append(dst)
+    return copied
+
+
+def relocate_paths(graphs: dict[str, nx.DiGraph], optimize: dict[str, Any], source_dir: Path,
+                   artifact_path: Path) -> tuple[dict[str, nx.DiGraph], dict[str, Any]]:
+    """Paths as the artifact reads them: relative to its own folder (model files, data files).
+
+    Returns copies of the graphs and of the optimize settings with relative paths moved."""
+    folder = artifact_path.resolve().parent
+
+    def rel(p: str | Path) -> str:
+        return Path(os.path.relpath(Path(p).resolve(), folder)).as_posix()
+
+    def moved(spec: dict) -> dict:
+        path = spec["options"].get("path")
+        if isinstance(path, str) and not Path(path).expanduser().is_absolute():
+            return {**spec, "options": {**spec["options"], "path": rel(source_dir / path)}}
+        return spec
+
+    out = {}
+    for name, g in graphs.items():
+        g = g.copy()
+        g.graph["models"] = {n: moved(spec) for n, spec in g.graph["models"].items()}
+        out[name] = g
+    optimize = {**optimize, **{k: rel(optimize[k]) for k in ("train", "dev")
+                               if isinstance(optimize.get(k), str) and "://" not in optimize[k]}}
+    return out, optimize
 
 
 def make_artifact(checked: CheckedProgram, pipeline: str, graphs: dict[str, nx.DiGraph], artifact_path: Path,
                   optimize: dict[str, Any], report: dict[str, Any]) -> dict[str, Any]:
-    """The artifact document. `graphs` holds the (optimized) pipeline and any judge it needs."""
+    """The artifact document. `graphs` holds the (optimized) pipeline and any judge it needs.
+
+    Python files it names must already be beside `artifact_path` (place_code puts them there);
+    their hashes are recorded so a changed file is noticed before it runs."""
     from lmpc import __version__
 
     source = Path(checked.path).resolve()
-    out_dir = artifact_path.resolve().parent
-    base_dir = os.path.relpath(source.parent, out_dir)
+    folder = artifact_path.resolve().parent
+    code = []
+    for file in sorted(code_refs(graphs, optimize)):
+        code.append({"file": file, "sha256": sha256_file(folder / file)})
     data = {
         "format": FORMAT,
         "version": VERSION,
         "lmpc_version": __version__,
         "pipeline": pipeline,
-        "source": {"file": os.path.relpath(source, out_dir), "sha256": checked.source_hash},
-        "base_dir": base_dir,
-        "graphs": {name: to_json(g) for name, g in sorted(graphs.items())},
-        "signatures": {
-            name: {"instructions": sig.instructions,
-                   "inputs": {f: {**_field(fi.type), "description": fi.description} for f, fi in sig.inputs.items()},
-                   "outputs": {f: {**_field(fi.type), "description": fi.description} for f, fi in sig.outputs.items()}}
-            for name, sig in sorted(checked.signatures.items())
-        },
-        "types": {name: _field(t) for name, t in sorted(checked.types.items())},
+        "source": {"file": Path(os.path.relpath(source, folder)).as_posix(), "sha256": checked.source_hash},
+        "code": code,
+        "graphs": {name: graph_to_json(g) for name, g in sorted(graphs.items())},
         "optimize": optimize,
         "report": report,
     }
-    validate(data)
+    check_document(data)
     return data
 
 
-def validate(data: Any) -> None:
+def _depth_ok(value: Any, limit: int) -> bool:
+    """Whether `value` nests at most `limit` deep (iteratively: no recursion to overflow)."""
+    stack = [(value, 0)]
+    while stack:
+        v, d = stack.pop()
+        if d > limit:
+            return False
+        if isinstance(v, dict):
+            stack.extend((x, d + 1) for x in v.values())
+        elif isinstance(v, list):
+            stack.extend((x, d + 1) for x in v)
+    return True
+
+
+def check_document(data: Any) -> dict[str, nx.DiGraph]:
+    """Check a whole artifact document; returns its graphs, ready to run. Raises ArtifactError."""
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise ArtifactError("not an lmpc artifact (no \"format\": \"lmpc-artifact\")")
     version = data.get("version")
-    if not isinstance(version, int) or version > VERSION:
-        raise ArtifactError(f"this artifact has format version {version!r}; this lmpc reads version {VERSION}: "
-                            "upgrade lmpc, or rebuild the artifact with `lmpc build`")
+    if version != VERSION:
+        newer = isinstance(version, int) and not isinstance(version, bool) and version > VERSION
+        raise ArtifactError(
+            f"this artifact has format version {version!r}; this lmpc reads version {VERSION}: "
+            + ("upgrade lmpc, or rebuild the artifact with `lmpc build`" if newer
+               else "rebuild it with `lmpc build` (format 1 re-ordered fields alphabetically, so its prompts "
+                    "were not the ones the build scored)"))
+    if not _depth_ok(data, MAX_JSON_DEPTH):
+        raise ArtifactError(f"the document is nested more than {MAX_JSON_DEPTH} deep")
     validator = jsonschema.Draft202012Validator(_schema())
     error = jsonschema.exceptions.best_match(validator.iter_errors(data))
     if error is not None:
         where = "/".join(str(p) for p in error.absolute_path) or "(top)"
-        raise ArtifactError(f"invalid artifact at {where}: {error.message}")
+        raise ArtifactError(f"invalid artifact at {where}: {error.message[:300]}")
+    graphs = {}
+    for name, g in data["graphs"].items():
+        try:
+            graphs[name] = graph_from_json(g, f"graphs/{name}")
+        except GraphFormatError as e:
+            raise ArtifactError(f"invalid artifact at {e}") from None
+        if graphs[name].graph["name"] != name:
+            raise ArtifactError(f"invalid artifact at graphs/{name}/name: the graph is named "
+                                f"`{graphs[name].graph['name']}`")
+    if data["pipeline"] not in graphs:
+        raise ArtifactError(f"its pipeline `{data['pipeline']}` has no graph")
+    _check_optimize(data["optimize"], graphs)
+    listed = {c["file"] for c in data["code"]}
+    for file, users in code_refs(graphs, data["optimize"]).items():
+        if not safe_relative_file(file):
+            raise ArtifactError(f"{users[0]} names the Python file `{file}`, outside the artifact's folder")
+        if file not in listed:
+            raise ArtifactError(f"{users[0]} names the Python file `{file}`, which the artifact's `code` list "
+                                "does not record")
+    return graphs
+
+
+def _check_optimize(opt: dict[str, Any], graphs: dict[str, nx.DiGraph]) -> None:
+    metric = opt.get("metric")
+    if metric is None:
+        return
+    kind, name = metric["kind"], metric["name"]
+    if kind == "python":
+        file, sep, fn = name.partition(":")
+        if not sep or not file.endswith(".py") or not fn.isidentifier() or not safe_relative_file(file):
+            raise ArtifactError(f"invalid artifact at optimize/metric/name: a Python metric is \"file.py:function\" "
+                                "with the file beside the artifact")
+    elif kind == "pipeline" and name not in graphs:
+        raise ArtifactError(f"invalid artifact at optimize/metric/name: the judge pipeline `{name}` has no graph")
 
 
 def dumps(data: dict[str, Any]) -> str:
-    """Deterministic and diffable: sorted keys, fixed indentation, no timestamps."""
-    return json.dumps(data, sort_keys=True, indent=1, ensure_ascii=False) + "\n"
+    """Deterministic and diffable: the document is built in a fixed order (maps whose order means
+    nothing are sorted when built), fixed indentation, no timestamps. Keys are NOT sorted on
+    write: field order and the key order of values (demo objects) are meaning."""
+    return json.dumps(data, indent=1, ensure_ascii=False) + "\n"
 
 
 def write_artifact(path: str | Path, data: dict[str, Any]) -> None:
@@ -115,23 +270,27 @@ def write_artifact(path: str | Path, data: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
-def load_artifact(path: str | Path) -> Artifact:
-    path = Path(path)
+def read_artifact_json(path: Path) -> Any:
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")
     except FileNotFoundError:
         raise ArtifactError(f"no such file: {path}") from None
     except (OSError, UnicodeDecodeError) as e:
         raise ArtifactError(f"cannot read {path}: {e}") from None
     try:
-        data = json.loads(text)
+        return json.loads(text)
     except json.JSONDecodeError as e:
         raise ArtifactError(f"{path}:{e.lineno}:{e.colno}: not valid JSON: {e.msg}") from None
+    except RecursionError:
+        raise ArtifactError(f"{path}: not a usable artifact: the JSON is nested too deeply") from None
+
+
+def load_artifact(path: str | Path) -> Artifact:
+    """Read and check an artifact; nothing in it runs. Raises ArtifactError."""
+    path = Path(path)
+    data = read_artifact_json(path)
     try:
-        validate(data)
+        graphs = check_document(data)
     except ArtifactError as e:
         raise ArtifactError(f"{path}: {e}") from None
-    graphs = {name: from_json(g) for name, g in data["graphs"].items()}
-    if data["pipeline"] not in graphs:
-        raise ArtifactError(f"{path}: its pipeline `{data['pipeline']}` has no graph")
-    return Artifact(data["pipeline"], graphs, (path.resolve().parent / data["base_dir"]).resolve(), data)
+    return Artifact(data["pipeline"], graphs, path.resolve().parent, data, path)

@@ -61,7 +61,8 @@ def to_dot(g: nx.DiGraph) -> str:
 
 
 def to_json_text(g: nx.DiGraph) -> str:
-    return json.dumps(to_json(g), indent=2, sort_keys=True) + "\n"
+    # not sort_keys: fields and object types read in their declared (prompt and decoding) order
+    return json.dumps(to_json(g), indent=2) + "\n"
 
 
 FORMATS = {"mermaid": to_mermaid, "dot": to_dot, "json": to_json_text}

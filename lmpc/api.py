@@ -46,14 +46,24 @@ def compile_file(path: str | Path, pipeline: str | None = None, **options: Any) 
     return compile_source(path.read_text(encoding="utf-8"), str(path), pipeline, base_dir=path.parent, **options)
 
 
-def load(path: str | Path, **options: Any) -> Program:
-    """Load a compiled artifact (`lmpc build`) into a Program; never executes code from it.
+def load(path: str | Path, *, trust_code: bool = False, trust_models: bool = False,
+         model_options: dict[str, dict[str, Any]] | None = None, **options: Any) -> Program:
+    """Load a compiled artifact (`lmpc build`) into a Program.
 
-    Raises ArtifactError for a file that is not a valid artifact of a readable version."""
+    Loading never executes code. An artifact that would run Python files (`call` steps) is
+    refused unless trust_code=True; one whose models reach a remote endpoint, read environment
+    variables (API keys) or load files outside its folder is refused unless trust_models=True
+    or model_options supplies those options (e.g. {"big": {"base_url": ..., "api_key_env": ...}}).
+    See docs/security.md. Raises ArtifactError (ArtifactTrustError for a refusal)."""
     from lmpc.compiler.artifact import load_artifact
+    from lmpc.runtime.trust import apply_model_options, check_code
 
     artifact = load_artifact(path)
-    prog = Program(artifact.graph, base_dir=artifact.base_dir, **options)
+    check_code(artifact, trust_code)
+    if trust_code:
+        artifact.trusted.add("code")
+    apply_model_options(artifact, model_options, trust_models, ready=set(options.get("models") or {}))
+    prog = Program(artifact.graph, base_dir=artifact.folder, **options)
     prog.checked = None
     prog.artifact = artifact
     prog.graphs = artifact.graphs
@@ -102,6 +112,11 @@ def resolve_metric(prog: Program, metric: Any = None):
             first = next(iter(prog.output_fields), "answer")
             raise LmpcRuntimeError(f'no metric: pass one (e.g. --metric "exact_match({first})") '
                                    f"or add `metric ...` to an optimize block for `{prog.name}`")
+        artifact = getattr(prog, "artifact", None)
+        if artifact is not None and metric.get("kind") == "python":  # the artifact's own code
+            from lmpc.runtime.trust import check_code
+
+            check_code(artifact, "code" in artifact.trusted, include_metric=True)
     graphs = getattr(prog, "graphs", {prog.name: prog.graph})
     if isinstance(metric, str):
         metric = metric_from_text(metric, prog.name, prog.output_fields, [n for n in graphs if n != prog.name])

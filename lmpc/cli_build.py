@@ -32,7 +32,7 @@ def _settings(args: argparse.Namespace, checked, pipeline: str) -> dict[str, Any
         settings["metric"] = metric_from_text(args.metric, pipeline, info.outputs,
                                               [n for n in checked.pipelines if n != pipeline])
     if args.strategy:
-        settings["strategy"] = strategy_from_text(args.strategy)
+        settings["strategy"] = strategy_from_text(args.strategy, checked.models)
     if args.seed is not None:
         settings["seed"] = args.seed
     if args.max_calls is not None:
@@ -44,8 +44,8 @@ def _settings(args: argparse.Namespace, checked, pipeline: str) -> dict[str, Any
 
 def cmd_build(args: argparse.Namespace) -> int:
     from lmpc.api import choose_pipeline, load_data, program_from_checked, resolve_metric
-    from lmpc.cli import UsageError, load_program
-    from lmpc.compiler.artifact import make_artifact, write_artifact
+    from lmpc.cli import EXIT_USAGE, UsageError, load_program
+    from lmpc.compiler.artifact import ArtifactError, make_artifact, place_code, relocate_paths, write_artifact
     from lmpc.compiler.diagnostics import CompileError
     from lmpc.optimizers.base import OptimizeContext, OptimizerConfigError
     from lmpc.optimizers.build import build, make_optimizers, plan
@@ -53,6 +53,7 @@ def cmd_build(args: argparse.Namespace) -> int:
     from lmpc.runtime.cache import CallCache, default_cache_dir
     from lmpc.runtime.data import DataError
     from lmpc.runtime.errors import LmpcRuntimeError
+    from lmpc.runtime.trace import start_meter
 
     checked = load_program(args.file)
     if checked is None:
@@ -60,9 +61,9 @@ def cmd_build(args: argparse.Namespace) -> int:
     try:
         pipeline = choose_pipeline(checked, args.pipeline)
         settings = _settings(args, checked, pipeline)
-    except CompileError as e:
+    except CompileError as e:  # --metric or --strategy does not read: a usage error
         print(e.render(), file=sys.stderr)
-        return 1
+        return EXIT_USAGE
     except LmpcRuntimeError as e:
         raise UsageError(str(e)) from None
     missing = [k for k in ("train", "dev", "metric", "strategy") if k not in settings]
@@ -78,8 +79,9 @@ def cmd_build(args: argparse.Namespace) -> int:
     cache_dir = Path(args.cache_dir) if args.cache_dir else default_cache_dir()
     cache = CallCache(cache_dir / "calls.sqlite", enabled=not args.no_cache)
     budget = CallBudget(settings.get("max_calls"))
-    prog = program_from_checked(checked, pipeline, base_dir=Path(args.file).parent, cache=cache, trace_log=False,
-                                budget=budget)
+    # Every program of the build (and a judge metric) records its calls where `lmpc inspect` reads.
+    prog = program_from_checked(checked, pipeline, base_dir=Path(args.file).parent, cache=cache,
+                                trace_log=cache_dir / "traces.jsonl", budget=budget)
     try:
         trainset = load_data(prog, settings["train"])
         devset = load_data(prog, settings["dev"])
@@ -92,23 +94,35 @@ def cmd_build(args: argparse.Namespace) -> int:
         if sep and Path(path).exists():
             ex.source = f"{os.path.relpath(Path(path).resolve(), base)}:{line}"
 
-    stages = plan(prog.graph, optimizers, len(trainset), len(devset))
+    metric_spec = settings["metric"]
+    judge = checked.graphs[metric_spec["name"]] if metric_spec.get("kind") == "pipeline" else None
+    stages = plan(prog.graph, optimizers, len(trainset), len(devset), judge)
     if args.dry_run:
         print(f"build plan for `{pipeline}`: {len(trainset)} train, {len(devset)} dev examples "
               f"(upper bounds; cached calls are free)")
         for s in stages:
             print(f"  {s.calls:>7}  {s.stage}")
         print(f"  {sum(s.calls for s in stages):>7}  model calls in all"
+              + (f", the judge `{metric_spec['name']}`'s included" if judge is not None else "")
               + (f" (budget --max-calls {budget.max_calls})" if budget.max_calls is not None else ""))
         prog.close()
         return 0
 
     out = Path(args.output) if args.output else Path(args.file).with_suffix(".lmpc.json")
+    graphs = {pipeline: prog.graph}  # what the artifact holds: the pipeline and any judge it needs
+    if settings["metric"].get("kind") == "pipeline":
+        graphs[settings["metric"]["name"]] = checked.graphs[settings["metric"]["name"]]
+    try:  # before any model call: the artifact must be able to carry the Python files it names
+        place_code(graphs, settings, base, out, check_only=True)
+    except ArtifactError as e:
+        raise UsageError(str(e)) from None
     metric = resolve_metric(prog, settings["metric"])
+    # The build's programs share the judge's loaded models and trace log (prog's).
     ctx = OptimizeContext(trainset, devset, metric, seed=seed, cache=cache, budget=budget,
-                          base_dir=Path(args.file).parent, max_prompt_tokens=settings.get("max_prompt_tokens"))
+                          base_dir=Path(args.file).parent, max_prompt_tokens=settings.get("max_prompt_tokens"),
+                          trace_log=prog.trace_log, progress=True, _pool=prog.pool)
     t0 = time.perf_counter()
-    hits_before = cache.stats.hits
+    usage = start_meter()
     try:
         graph, report = build(prog.graph, optimizers, ctx)
     except BudgetExceededError as e:
@@ -118,19 +132,20 @@ def cmd_build(args: argparse.Namespace) -> int:
         print(f"lmpc: error: {e}", file=sys.stderr)
         return 1
     finally:
+        usage.stop()
         ctx.close()
         prog.close()
-    graphs = {pipeline: graph}
-    metric_spec = settings["metric"]
-    if metric_spec.get("kind") == "pipeline":
-        graphs[metric_spec["name"]] = checked.graphs[metric_spec["name"]]
-    # Data paths as `lmpc eval` on the artifact reads them: relative to the .lmp file's folder.
-    optimize = {**settings, **{k: os.path.relpath(Path(settings[k]).resolve(), base) for k in ("train", "dev")}}
+    graphs[pipeline] = graph
+    # Paths as the artifact reads them (relative to its folder), its Python files beside it.
+    try:
+        graphs, optimize = relocate_paths(graphs, settings, base, out)
+        place_code(graphs, optimize, base, out)
+    except ArtifactError as e:
+        raise UsageError(str(e)) from None
     data = make_artifact(checked, pipeline, graphs, out, optimize, report)
     write_artifact(out, data)
-    hits = cache.stats.hits - hits_before
     print(f"dev score {report['score_before']:.3f} -> {report['score_after']:.3f} "
-          f"({report['dev_examples']} dev examples; {budget.used} model calls made, {hits} from cache; "
+          f"({report['dev_examples']} dev examples; {usage.calls} model calls, {usage.cache_hits} from cache; "
           f"{time.perf_counter() - t0:.1f} s)")
     print(f"wrote {out}")
     return 0

@@ -89,9 +89,13 @@ def open_program(args: argparse.Namespace):
             if args.pipeline is not None:
                 raise _usage_error("an artifact holds one pipeline; --pipeline applies to .lmp files")
             try:
-                return load(args.file, **options)
+                return load(args.file, trust_code=args.trust_code, trust_models=args.trust_models,
+                            model_options=parse_model_options(args.model_option or []), **options)
             except ArtifactError as e:
                 raise _usage_error(str(e)) from None
+        if args.model_option:
+            raise _usage_error("--model-option applies to built artifacts; in a .lmp file, set the options in "
+                               "its `model` declaration")
         checked = load_program(args.file)
         if checked is None:
             return None
@@ -100,8 +104,34 @@ def open_program(args: argparse.Namespace):
         raise _usage_error(str(e)) from None
 
 
+def parse_model_options(pairs: list[str]) -> dict[str, dict[str, Any]]:
+    """`NAME.OPTION=VALUE` pairs; VALUE is read as JSON when it parses (numbers, true), else as text."""
+    out: dict[str, dict[str, Any]] = {}
+    for pair in pairs:
+        target, sep, text = pair.partition("=")
+        name, dot, option = target.partition(".")
+        if not sep or not dot or not name or not option:
+            raise _usage_error(f"--model-option takes NAME.OPTION=VALUE (e.g. big.base_url=http://127.0.0.1:8080/v1), "
+                               f"got {pair!r}")
+        try:
+            value = json.loads(text)
+        except ValueError:
+            value = text
+        if isinstance(value, (dict, list)):
+            value = text
+        out.setdefault(name, {})[option] = value
+    return out
+
+
 def add_program_options(p: argparse.ArgumentParser) -> None:
     """Options shared by the commands that run a program."""
+    p.add_argument("--trust-code", action="store_true",
+                   help="an artifact may run the Python files beside it (call steps, a Python metric)")
+    p.add_argument("--trust-models", action="store_true",
+                   help="an artifact may use the endpoints, key variables and model files it names")
+    p.add_argument("--model-option", action="append", metavar="NAME.OPTION=VALUE",
+                   help="set an option of an artifact's model yourself (repeatable), e.g. "
+                        "big.base_url=http://127.0.0.1:8080/v1 big.api_key_env=MY_KEY")
     p.add_argument("--pipeline", help="which pipeline (default: the one no other pipeline calls)")
     p.add_argument("--model", metavar="NAME", help="run every step on this declared model")
     p.add_argument("--no-cache", action="store_true", help="do not read or write the call cache")

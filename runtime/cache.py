@@ -24,7 +24,10 @@ def default_cache_dir() -> Path:
 
 
 def call_key(parts: dict[str, Any]) -> str:
-    blob = json.dumps(parts, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    # Key order is kept, not sorted: the order of an output schema's properties is the order
+    # the model decodes the fields in, so two schemas that differ only in order are two calls.
+    # Every part is built in a fixed order by the code, so equal calls still get equal keys.
+    blob = json.dumps(parts, ensure_ascii=False, separators=(",", ":"))
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()
 
 

@@ -1,0 +1,379 @@
+"""A pipeline graph in an artifact (format 2): how it is written, and how it is read back.
+
+Three rules make a loaded graph the program that was scored, and keep a tampered one harmless:
+
+- Field order is meaning (prompt order and decoding order), so fields are JSON lists, never
+  maps whose key order a JSON tool may change.
+- Types are stored, JSON Schemas are not: each field keeps its type in a small JSON form and
+  the schema is rebuilt on load by lmpc's own `to_schema`. An artifact cannot bring a `$ref`
+  (a download, a local file), a `pattern` (exponential matching) or any keyword lmpc does not emit.
+- What can be derived is not stored: edges, run order and levels are rebuilt from the
+  bindings on load, by the same passes the compiler runs.
+
+`graph_from_json` checks everything a run relies on (references, fields, bindings, models,
+demos, kNN pools) and raises GraphFormatError naming the place; nothing in it runs code.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import PurePosixPath
+from typing import Any
+
+import networkx as nx
+
+from lmpc.compiler.builtins import BUILTINS
+from lmpc.compiler.check import SECRET_OPTION_NAMES
+from lmpc.compiler.ir import PROMPT_KINDS, input_id, output_id, rebuild_edges, refs
+from lmpc.compiler.types import (
+    ANY, BOOL, FLOAT, INT, STR, AnyT, EnumT, ListT, NeverT, NullT, ObjT, OptT, Prim, Type, from_schema, to_schema,
+)
+
+# The deepest type and expression an artifact may hold. Deeper than any .lmp program the
+# compiler accepts, shallow enough that nothing recursive on them comes near Python's limit.
+MAX_DEPTH = 64
+STEP_KINDS = PROMPT_KINDS + ("call",)
+DEMO_FORMATS = ("turns", "block")
+PROVIDERS = ("llama_cpp", "openai")
+# Node attributes that are derived (rebuilt on load) or that the top level already holds.
+_DERIVED = {"level"}
+_GRAPH_DERIVED = {"order", "source"}
+
+
+class GraphFormatError(ValueError):
+    """A graph in an artifact that lmpc cannot run as written; `where` is a JSON path."""
+
+    def __init__(self, where: str, message: str):
+        super().__init__(f"{where}: {message}")
+        self.where = where
+
+
+# -- types ------------------------------------------------------------------------------------
+_PRIMS = {"str": STR, "int": INT, "float": FLOAT, "bool": BOOL, "null": NullT(), "any": ANY, "never": NeverT()}
+
+
+def type_to_json(t: Type) -> Any:
+    if isinstance(t, Prim):
+        return t.name
+    if isinstance(t, NullT):
+        return "null"
+    if isinstance(t, NeverT):
+        return "never"
+    if isinstance(t, AnyT):
+        return "any"
+    if isinstance(t, ListT):
+        return {"list": type_to_json(t.item)}
+    if isinstance(t, OptT):
+        return {"optional": type_to_json(t.inner)}
+    if isinstance(t, EnumT):
+        return {"enum": list(t.values)}
+    if isinstance(t, ObjT):
+        return {"object": [{"name": n, "type": type_to_json(ft)} for n, ft in t.fields]}
+    raise AssertionError(t)
+
+
+def type_from_json(data: Any, where: str, depth: int = 0) -> Type:
+    if depth > MAX_DEPTH:
+        raise GraphFormatError(where, f"the type is nested more than {MAX_DEPTH} deep")
+    if isinstance(data, str):
+        if data not in _PRIMS:
+            raise GraphFormatError(where, f"unknown type `{data}` (one of {', '.join(_PRIMS)})")
+        return _PRIMS[data]
+    if not isinstance(data, dict) or len(data) != 1:
+        raise GraphFormatError(where, "a type is a name or an object with one key: list, optional, enum, object")
+    (kind, value), = data.items()
+    if kind == "list":
+        return ListT(type_from_json(value, f"{where}/list", depth + 1))
+    if kind == "optional":
+        return OptT(type_from_json(value, f"{where}/optional", depth + 1))
+    if kind == "enum":
+        if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value) \
+                or len(set(value)) != len(value):
+            raise GraphFormatError(f"{where}/enum", "an enum is a non-empty list of distinct strings")
+        return EnumT(tuple(value))
+    if kind == "object":
+        if not isinstance(value, list):
+            raise GraphFormatError(f"{where}/object", "an object type is a list of {name, type} fields")
+        fields = []
+        for i, f in enumerate(value):
+            at = f"{where}/object/{i}"
+            if not isinstance(f, dict) or set(f) != {"name", "type"} or not isinstance(f["name"], str):
+                raise GraphFormatError(at, "an object field is {\"name\": ..., \"type\": ...}")
+            fields.append((f["name"], type_from_json(f["type"], f"{at}/type", depth + 1)))
+        if len({n for n, _ in fields}) != len(fields):
+            raise GraphFormatError(f"{where}/object", "duplicate field names")
+        return ObjT(tuple(fields))
+    raise GraphFormatError(where, f"unknown type form `{kind}` (list, optional, enum or object)")
+
+
+# -- fields -----------------------------------------------------------------------------------
+def fields_to_json(fields: dict[str, dict]) -> list[dict]:
+    return [{"name": name, "type": f["type"], "t": type_to_json(from_schema(f["schema"])),
+             **({"description": f["description"]} if f.get("description") is not None else {})}
+            for name, f in fields.items()]
+
+
+def fields_from_json(data: Any, where: str) -> dict[str, dict]:
+    if not isinstance(data, list):
+        raise GraphFormatError(where, "fields are a list of {name, type, t[, description]}")
+    out: dict[str, dict] = {}
+    for i, f in enumerate(data):
+        at = f"{where}/{i}"
+        if not isinstance(f, dict) or not {"name", "type", "t"} <= set(f) <= {"name", "type", "t", "description"}:
+            raise GraphFormatError(at, "a field is {\"name\", \"type\", \"t\"} and an optional \"description\"")
+        name, shown, desc = f["name"], f["type"], f.get("description")
+        if not isinstance(name, str) or not name or not isinstance(shown, str) \
+                or not (desc is None or isinstance(desc, str)):
+            raise GraphFormatError(at, "a field's name and type are strings, its description a string")
+        if name in out:
+            raise GraphFormatError(at, f"duplicate field `{name}`")
+        out[name] = {"type": shown, "schema": to_schema(type_from_json(f["t"], f"{at}/t")), "description": desc}
+    return out
+
+
+# -- writing ----------------------------------------------------------------------------------
+_NODE_KEYS = {
+    "input": ("name", "type", "schema", "span"),
+    "output": ("name", "type", "schema", "bindings", "span"),
+    "predict": ("step", "signature", "model", "inputs", "outputs", "bindings", "instructions", "demos",
+                "demo_format", "knn", "span"),
+    "call": ("step", "signature", "model", "inputs", "outputs", "bindings", "fn", "span"),
+}
+_NODE_KEYS["chain_of_thought"] = _NODE_KEYS["predict"]
+
+
+def _node_to_json(nid: str, d: dict) -> dict:
+    kind = d["kind"]
+    known = _NODE_KEYS.get(kind)
+    if known is None:
+        raise AssertionError(f"node `{nid}` of kind `{kind}` has no artifact form")
+    unknown = set(d) - set(known) - _DERIVED - {"kind"}
+    if unknown:  # an attribute the artifact would drop: the artifact would not be the program
+        raise AssertionError(f"node `{nid}` has attributes the artifact does not carry: {sorted(unknown)}")
+    out: dict[str, Any] = {"id": nid, "kind": kind}
+    for key in known:
+        if key not in d:
+            continue
+        value = d[key]
+        if key in ("inputs", "outputs"):
+            value = fields_to_json(value)
+        elif key == "schema":
+            key, value = "t", type_to_json(from_schema(value))
+        out[key] = value
+    return out
+
+
+def graph_to_json(g: nx.DiGraph) -> dict[str, Any]:
+    a = g.graph
+    unknown = set(a) - {"name", "inputs", "outputs", "span", "models", "default_model"} - _GRAPH_DERIVED
+    if unknown:
+        raise AssertionError(f"graph `{a.get('name')}` has attributes the artifact does not carry: {sorted(unknown)}")
+    return {
+        "name": a["name"],
+        "inputs": fields_to_json(a["inputs"]),
+        "outputs": fields_to_json(a["outputs"]),
+        "span": a.get("span"),
+        "models": {n: a["models"][n] for n in sorted(a["models"])},
+        "default_model": a["default_model"],
+        "nodes": [_node_to_json(n, g.nodes[n]) for n in sorted(g.nodes)],
+    }
+
+
+# -- reading ----------------------------------------------------------------------------------
+def _require(cond: bool, where: str, message: str) -> None:
+    if not cond:
+        raise GraphFormatError(where, message)
+
+
+def _is_str(v: Any) -> bool:
+    return isinstance(v, str) and v != ""
+
+
+def _check_expr(e: Any, where: str, depth: int = 0) -> None:
+    _require(depth <= MAX_DEPTH, where, f"the expression is nested more than {MAX_DEPTH} deep")
+    _require(isinstance(e, dict) and len(e) in (1, 2), where, "an expression is {ref, path}, {lit}, {list} or {call, args}")
+    if "ref" in e:
+        _require(set(e) == {"ref", "path"} and _is_str(e["ref"]) and isinstance(e["path"], list)
+                 and all(_is_str(p) for p in e["path"]), where, "a reference is {\"ref\": NODE, \"path\": [FIELD, ...]}")
+    elif "lit" in e:
+        _require(len(e) == 1, where, "a literal is {\"lit\": VALUE}")
+    elif "list" in e:
+        _require(len(e) == 1 and isinstance(e["list"], list), where, "a list expression is {\"list\": [EXPR, ...]}")
+        for i, item in enumerate(e["list"]):
+            _check_expr(item, f"{where}/list/{i}", depth + 1)
+    elif "call" in e:
+        _require(set(e) == {"call", "args"} and e["call"] in BUILTINS and isinstance(e["args"], list), where,
+                 f"a builtin call is {{\"call\": NAME, \"args\": [...]}} with NAME one of {', '.join(sorted(BUILTINS))}")
+        for i, item in enumerate(e["args"]):
+            _check_expr(item, f"{where}/args/{i}", depth + 1)
+    else:
+        raise GraphFormatError(where, "an expression is {ref, path}, {lit}, {list} or {call, args}")
+
+
+def safe_relative_file(ref: str) -> bool:
+    """A path inside the artifact's folder: relative, no `..`, no backslashes or drive letters."""
+    if "\\" in ref or ":" in ref:
+        return False
+    p = PurePosixPath(ref)
+    return bool(ref) and not p.is_absolute() and ".." not in p.parts
+
+
+def _check_fn(fn: Any, where: str) -> None:
+    _require(isinstance(fn, str) and fn.count(":") == 1, where, "a function reference is \"file.py:function\"")
+    file, _, name = fn.partition(":")
+    _require(file.endswith(".py") and name.isidentifier(), where, "a function reference is \"file.py:function\"")
+    _require(safe_relative_file(file), where,
+             f"`{file}` is outside the artifact's folder: Python files must be beside the artifact "
+             "(a relative path without `..`)")
+
+
+def _check_demos(demos: Any, where: str) -> None:
+    _require(isinstance(demos, list), where, "demos are a list")
+    for i, d in enumerate(demos):
+        at = f"{where}/{i}"
+        _require(isinstance(d, dict) and {"inputs", "outputs"} <= set(d) <= {"inputs", "outputs", "source", "kind"}
+                 and isinstance(d["inputs"], dict) and isinstance(d["outputs"], dict)
+                 and all(isinstance(d.get(k, ""), str) for k in ("source", "kind")),
+                 at, "a demo is {\"inputs\": {...}, \"outputs\": {...}} with optional \"source\" and \"kind\" strings")
+
+
+def _check_knn(knn: Any, where: str) -> None:
+    _require(isinstance(knn, dict) and {"k", "embedder", "pool", "vectors"} <= set(knn)
+             <= {"k", "embedder", "identity", "pool", "vectors"}, where,
+             "knn is {k, embedder, identity, pool, vectors}")
+    _require(isinstance(knn["k"], int) and not isinstance(knn["k"], bool) and knn["k"] >= 1, f"{where}/k",
+             "k is a positive integer")
+    _require(_is_str(knn["embedder"]) and isinstance(knn.get("identity", ""), str), f"{where}/embedder",
+             "the embedder is a name")
+    _check_demos(knn["pool"], f"{where}/pool")
+    vectors = knn["vectors"]
+    _require(isinstance(vectors, list) and len(vectors) == len(knn["pool"]), f"{where}/vectors",
+             "one vector per pool demo")
+    dims = {len(v) if isinstance(v, list) else -1 for v in vectors}
+    _require(len(dims) <= 1 and -1 not in dims and 0 not in dims, f"{where}/vectors",
+             "vectors are non-empty lists of numbers, all of one length")
+    for i, v in enumerate(vectors):
+        _require(all(isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) for x in v),
+                 f"{where}/vectors/{i}", "a vector holds finite numbers")
+
+
+def _check_models(models: Any, where: str) -> None:
+    _require(isinstance(models, dict) and models, where, "models is a non-empty map of name -> {provider, options}")
+    for name, spec in models.items():
+        at = f"{where}/{name}"
+        _require(isinstance(spec, dict) and set(spec) == {"provider", "options"} and spec["provider"] in PROVIDERS
+                 and isinstance(spec["options"], dict), at,
+                 f"a model is {{\"provider\": {' or '.join(PROVIDERS)}, \"options\": {{...}}}}")
+        for key, value in spec["options"].items():
+            # the value is never echoed: it may be a secret
+            _require(key.lower() not in SECRET_OPTION_NAMES, f"{at}/options/{key}",
+                     "artifacts never carry secrets; a remote model names its key's variable with api_key_env")
+            env_ref = isinstance(value, dict) and set(value) == {"env"} and _is_str(value["env"])
+            _require(value is None or isinstance(value, (str, int, float, bool)) or env_ref, f"{at}/options/{key}",
+                     "an option is a string, number, boolean or {\"env\": NAME}")
+
+
+def _node_from_json(n: Any, where: str, models: dict) -> tuple[str, dict]:
+    _require(isinstance(n, dict) and _is_str(n.get("id")) and n.get("kind") in _NODE_KEYS, where,
+             f"a node has an \"id\" and a \"kind\" ({', '.join(_NODE_KEYS)}); a kind this lmpc does not know "
+             "needs a newer lmpc")
+    kind = n["kind"]
+    allowed = set(_NODE_KEYS[kind]) - {"schema"} | {"id", "kind"} | ({"t"} if kind in ("input", "output") else set())
+    extra = set(n) - allowed
+    _require(not extra, where, f"unknown attribute(s) for a {kind} node: {', '.join(sorted(extra))}")
+    d: dict[str, Any] = {"kind": kind}
+    if "span" in n and n["span"] is not None:
+        s = n["span"]
+        _require(isinstance(s, dict) and _is_str(s.get("file")) and all(
+            isinstance(s.get(k), int) and not isinstance(s.get(k), bool) for k in ("line", "col")),
+            f"{where}/span", "a span is {file, line, col, ...}")
+        d["span"] = s
+    if kind in ("input", "output"):
+        _require(_is_str(n.get("name")) and isinstance(n.get("type"), str) and "t" in n, where,
+                 f"a{'n' if kind == 'input' else ''} {kind} node has a name, a type and its \"t\"")
+        want = (input_id if kind == "input" else output_id)(n["name"])
+        _require(n["id"] == want, where, f"the {kind} `{n['name']}` must have the id `{want}`")
+        d.update(name=n["name"], type=n["type"], schema=to_schema(type_from_json(n["t"], f"{where}/t")))
+        if kind == "output":
+            b = n.get("bindings")
+            _require(isinstance(b, dict) and set(b) == {"value"}, where, "an output node binds exactly `value`")
+            _check_expr(b["value"], f"{where}/bindings/value")
+            d["bindings"] = b
+        return n["id"], d
+    required = {"step", "signature", "inputs", "outputs", "bindings"} | (
+        {"fn"} if kind == "call" else {"instructions", "demos"})
+    missing = required - set(n)
+    _require(not missing, where, f"a {kind} node needs {', '.join(sorted(missing))}")
+    _require(_is_str(n["step"]) and _is_str(n["signature"]), where, "step and signature are names")
+    d.update(step=n["step"], signature=n["signature"], model=n.get("model"),
+             inputs=fields_from_json(n["inputs"], f"{where}/inputs"),
+             outputs=fields_from_json(n["outputs"], f"{where}/outputs"))
+    _require(d["model"] is None or d["model"] in models, f"{where}/model",
+             f"no model named `{d['model']}` in the graph's models")
+    b = n["bindings"]
+    _require(isinstance(b, dict) and set(b) == set(d["inputs"]), f"{where}/bindings",
+             f"a step binds exactly its inputs ({', '.join(d['inputs']) or 'none'})")
+    for arg, e in b.items():
+        _check_expr(e, f"{where}/bindings/{arg}")
+    d["bindings"] = b
+    if kind == "call":
+        _check_fn(n["fn"], f"{where}/fn")
+        d["fn"] = n["fn"]
+        return n["id"], d
+    _require(isinstance(n["instructions"], str), f"{where}/instructions", "instructions are a string")
+    _check_demos(n["demos"], f"{where}/demos")
+    d.update(instructions=n["instructions"], demos=n["demos"])
+    if "demo_format" in n:
+        _require(n["demo_format"] in DEMO_FORMATS, f"{where}/demo_format", f"one of {', '.join(DEMO_FORMATS)}")
+        d["demo_format"] = n["demo_format"]
+    if "knn" in n:
+        _check_knn(n["knn"], f"{where}/knn")
+        d["knn"] = n["knn"]
+    return n["id"], d
+
+
+def _check_refs(g: nx.DiGraph, where: str) -> None:
+    for nid, d in g.nodes(data=True):
+        for arg, e in d.get("bindings", {}).items():
+            for r in refs(e):
+                at = f"{where}/nodes/{nid}/bindings/{arg}"
+                src = g.nodes.get(r["ref"])
+                _require(src is not None, at, f"refers to `{r['ref']}`, which is not a node of the graph")
+                _require(src["kind"] != "output", at, f"refers to the output node `{r['ref']}`")
+                if src["kind"] != "input":
+                    _require(bool(r["path"]) and r["path"][0] in src["outputs"], at,
+                             f"refers to `{r['ref']}.{'.'.join(r['path'])}`, which `{r['ref']}` does not output")
+
+
+def graph_from_json(data: Any, where: str) -> nx.DiGraph:
+    """The runnable graph of an artifact's graph, or GraphFormatError naming the first problem."""
+    from lmpc.compiler.passes.annotate import annotate_order
+
+    keys = {"name", "inputs", "outputs", "span", "models", "default_model", "nodes"}
+    _require(isinstance(data, dict) and set(data) == keys, where, f"a graph has exactly the keys {', '.join(sorted(keys))}")
+    _require(_is_str(data["name"]), f"{where}/name", "a graph has a name")
+    _require(data["span"] is None or isinstance(data["span"], dict), f"{where}/span", "a span is an object")
+    _check_models(data["models"], f"{where}/models")
+    _require(data["default_model"] in data["models"], f"{where}/default_model", "the default model must be declared")
+    g = nx.DiGraph()
+    g.graph.update(name=data["name"], inputs=fields_from_json(data["inputs"], f"{where}/inputs"),
+                   outputs=fields_from_json(data["outputs"], f"{where}/outputs"), span=data["span"],
+                   models=data["models"], default_model=data["default_model"])
+    _require(isinstance(data["nodes"], list), f"{where}/nodes", "nodes are a list")
+    for i, n in enumerate(data["nodes"]):
+        nid, d = _node_from_json(n, f"{where}/nodes/{i}", data["models"])
+        _require(nid not in g, f"{where}/nodes/{i}", f"duplicate node id `{nid}`")
+        g.add_node(nid, **d)
+    for kind, declared in (("input", g.graph["inputs"]), ("output", g.graph["outputs"])):
+        have = {d["name"] for _, d in g.nodes(data=True) if d["kind"] == kind}
+        _require(have == set(declared), f"{where}/{kind}s",
+                 f"the graph's {kind}s ({', '.join(declared) or 'none'}) and its {kind} nodes "
+                 f"({', '.join(sorted(have)) or 'none'}) differ")
+    steps = [d["step"] for _, d in g.nodes(data=True) if d["kind"] in STEP_KINDS]
+    _require(len(steps) == len(set(steps)), f"{where}/nodes", "two nodes run the same step")
+    _check_refs(g, where)
+    rebuild_edges(g)
+    if not nx.is_directed_acyclic_graph(g):
+        cycle = " -> ".join(u for u, _ in nx.find_cycle(g))
+        raise GraphFormatError(f"{where}/nodes", f"the steps form a cycle ({cycle})")
+    return annotate_order(g, None)
