@@ -77,7 +77,7 @@ class RandomSearch(Optimizer):
                            same_as=seen[key])
             else:
                 seen[key] = i
-                report = ctx.evaluate(g, examples, label=f"{self.name}: candidate {i + 1}/{len(graphs)}")
+                report = ctx.evaluate(g, examples, label=f"{self.name}: candidate {i} ({i + 1}/{len(graphs)})")
                 row.update(score=round(report.score, 6), errors=report.errors, calls=report.calls,
                            prompt_tokens=report.prompt_tokens_per_example)
             if budget is not None and row["prompt_tokens"] > budget:

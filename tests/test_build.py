@@ -115,7 +115,7 @@ def test_build_usage_errors_are_clean(tmp_path):
     assert r.returncode == 2 and "put knn_few_shot last in the chain" in r.stderr
     r = lmpc("build", str(src), "--strategy", "bayesian(trials: 0)", cache=tmp_path / "c")
     assert r.returncode == 2 and "`trials` must be 1 or more" in r.stderr and "Traceback" not in r.stderr
-    assert "--strategy:1:17: error[bad-optimize-option]" in r.stderr  # positioned in the flag's text
+    assert "--strategy:1:18: error[bad-optimize-option]" in r.stderr  # positioned in the flag's text
     r = lmpc("build", str(src), "--train", str(tmp_path / "nope.jsonl"), cache=tmp_path / "c")
     assert r.returncode == 2 and "no such file" in r.stderr and "Traceback" not in r.stderr
 
@@ -155,7 +155,7 @@ def test_bayesian_build_searches_instructions_and_demos_on_the_embedded_model(tm
     again = tmp_path / "again.lmpc.json"
     r = lmpc("build", str(src), "-o", str(again), cache=tmp_path / "c")
     assert r.returncode == 0, r.stderr
-    assert "0 model calls made" in r.stdout
+    assert re.search(r"\b(\d+) model calls, \1 from cache", r.stdout), r.stdout  # none made
     assert json.loads(again.read_text())["report"] == artifact["report"]
     assert json.loads(again.read_text())["graphs"] == artifact["graphs"]
 
@@ -240,3 +240,60 @@ def test_an_unknown_embedder_stops_the_build_with_a_clear_message(tmp_path):
     assert r.returncode == 1 and "Traceback" not in r.stderr
     assert 'unknown embedder `bert`; use "e5-small", `local`' in r.stderr
     assert not (tmp_path / "x.json").exists()
+
+
+JUDGE = '''
+signature Agree {
+    "Do the two labels say the same thing?"
+    label: str
+    gold_label: str
+    ->
+    same: bool
+}
+pipeline judge(label: str, gold_label: str) -> (same: bool) {
+    a = predict Agree(label: label, gold_label: gold_label)
+    return same: a.same
+}
+'''
+
+
+def _model_calls(cache: Path) -> list[dict]:
+    """The calls `lmpc inspect` shows (all of them: this cache folder holds one command's)."""
+    r = subprocess.run([sys.executable, "-m", "lmpc", "inspect", "-n", "100000", "--json", "--cache-dir", str(cache)],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    return [e for e in map(json.loads, r.stdout.splitlines()) if e["model"] is not None]
+
+
+def test_judge_calls_are_planned_counted_and_traced_by_build_and_eval(tmp_path):
+    """The plan bounds the calls the build makes, judge included; the build's count and
+    `lmpc eval`'s equal what `lmpc inspect` shows; the build shows progress per stage."""
+    src = _project(tmp_path)
+    src.write_text(PROGRAM.replace("metric exact_match(label)", "metric judge") + JUDGE)
+    plan = lmpc("build", str(src), "--dry-run", cache=tmp_path / "c")
+    assert plan.returncode == 0, plan.stderr
+    assert "8  evaluate zero-shot on dev" in plan.stdout  # 4 dev rows x (the pipeline's call + the judge's)
+    planned = int(re.search(r"(\d+)  model calls in all, the judge `judge`'s included", plan.stdout).group(1))
+    assert planned == 24
+
+    built = lmpc("build", str(src), "-o", str(tmp_path / "s.lmpc.json"), cache=tmp_path / "c")
+    assert built.returncode == 0, built.stderr
+    made, hits = map(int, re.search(r"(\d+) model calls, (\d+) from cache", built.stdout).groups())
+    assert 12 < made <= planned  # more than the pipeline's 12 at most: the judge's are counted
+    traced = _model_calls(tmp_path / "c")
+    assert len(traced) == made  # `lmpc inspect` after a build shows the build's calls
+    assert sum(e["cache_hit"] for e in traced) == hits
+    assert {e["step"] for e in traced} == {"s", "a"}  # the pipeline's step and the judge's
+    report = json.loads((tmp_path / "s.lmpc.json").read_text())["report"]
+    assert report["calls"] == made
+    # Not a terminal: progress as plain lines on stderr, per stage
+    assert "strategy 1/1: bootstrap_few_shot(" in built.stderr
+    for stage in ("zero-shot on dev: 4/4 (100%)", "bootstrap_few_shot: teacher round 1/1: 4/4 (100%)",
+                  "result on dev: 4/4 (100%)"):
+        assert stage in built.stderr, built.stderr
+
+    ev = subprocess.run([sys.executable, "-m", "lmpc", "eval", str(src), "--json", "--cache-dir",
+                         str(tmp_path / "e")], capture_output=True, text=True, timeout=400)
+    assert ev.returncode == 0, ev.stderr
+    summary = json.loads(ev.stdout)  # --json: stdout is the summary alone; progress went to stderr
+    assert summary["calls"] == len(_model_calls(tmp_path / "e")) == 8

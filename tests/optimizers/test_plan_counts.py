@@ -81,3 +81,18 @@ def test_the_plan_bounds_every_call_a_build_makes_judge_included(judged, chain):
     if "ensemble" not in chain:  # zero-shot and final evaluations, judge included (an ensemble runs more)
         assert report["eval_calls"] == 2 * (2 * len(dev))
     assert made <= planned, f"{chain}: the plan said {planned} calls, the build made {made}"
+
+
+def test_build_progress_names_each_stage_on_stderr(judged, capsys):
+    prog, metric, fake, _ = judged
+    train = examples(["good 1", "bad 2", "good 3"])
+    dev = examples(["good 6", "bad 7"], start=10)
+    ctx = track(OptimizeContext(train, dev, metric, models={"m": fake}, log=lambda _: None, progress=True))
+    build(prog.graph, make_optimizers([{"name": "random_search", "options": {"candidates": 3}}]), ctx)
+    out, err = capsys.readouterr()
+    assert out == ""  # stdout stays clean for the command's own output
+    for line in ("zero-shot on dev: 2/2 (100%), score 1.000, errors 0",
+                 "random_search: teacher round 1/1: 3/3 (100%)",
+                 "random_search: candidate 0 (1/3): 2/2 (100%)", "random_search: candidate 2 (3/3): 2/2 (100%)",
+                 "result on dev: 2/2 (100%)"):
+        assert line in err, err
