@@ -98,27 +98,29 @@ def _int(default: Any = None, low: int | None = 0, high: int | None = None) -> O
 
 SEED = Option((int,), None, 0, SEED_MAX, example=0)
 MODEL_NAME = Option((str,))  # a declared model's name (a bare name in the file)
+# the coverage rule for demo sets (optimizers/coverage.py); false: the choice before it
+BALANCE = Option((bool,), True)
 
 # -- strategies: name -> option -> Option. The optimizers take these as their options_spec.
 STRATEGY_OPTIONS: dict[str, dict[str, Option]] = {
     "labeled_few_shot": {"k": _int(16), "seed": SEED},
     "bootstrap_few_shot": {
         "max_demos": _int(4), "max_labeled": _int(16), "max_rounds": _int(1, low=1),
-        "teacher": MODEL_NAME, "seed": SEED,
+        "teacher": MODEL_NAME, "balance": BALANCE, "seed": SEED,
     },
     "random_search": {
         "candidates": _int(6, low=1), "max_demos": _int(4, low=1), "max_labeled": _int(16),
-        "teacher": MODEL_NAME, "seed": SEED,
+        "teacher": MODEL_NAME, "balance": BALANCE, "seed": SEED,
     },
     "bayesian": {
         "trials": _int(12, low=1), "instructions": _int(4, low=1),
         "demo_sets": _int(4, low=1), "minibatch": _int(16, low=1), "full_eval_every": _int(4, low=1),
         "max_demos": _int(4, low=1), "max_labeled": _int(0), "teacher": MODEL_NAME, "proposer": MODEL_NAME,
-        "seed": SEED,
+        "balance": BALANCE, "seed": SEED,
     },
     "knn_few_shot": {
         "k": _int(3, low=1), "embedder": Option((str,), "e5-small"), "teacher": MODEL_NAME,
-        "max_labeled": _int(0), "seed": SEED,
+        "max_labeled": _int(0), "balance": BALANCE, "seed": SEED,
     },
     "ensemble": {"size": _int(3, low=2), "reduce": Option((str,), "majority", choices=("majority",))},
 }

@@ -93,7 +93,7 @@ class Bayesian(Optimizer):
         shown = {}
         for j in range(1, o["demo_sets"]):
             size = o["max_demos"] if j == 1 else rng_for(self.name, "size", seed, j).randint(1, o["max_demos"])
-            g, _ = choose_demos(graph, run, ctx.trainset, size, o["max_labeled"], f"{seed}:{j}")
+            g, _ = choose_demos(graph, run, ctx.trainset, size, o["max_labeled"], f"{seed}:{j}", o["balance"])
             for nid in nodes:
                 demos = g.nodes[nid]["demos"]
                 if j == 1:

@@ -10,7 +10,6 @@ examples that still fail, as another sample (its own cache entries) at temperatu
 from __future__ import annotations
 
 import copy
-from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,8 +18,9 @@ import networkx as nx
 from lmpc.compiler.options import STRATEGY_OPTIONS
 from lmpc.compiler.ir import PROMPT_KINDS, prompt_nodes
 from lmpc.optimizers.base import OptimizeContext, Optimizer, OptimizerConfigError, OptimizeResult
-from lmpc.optimizers.demos import copy_graph, label_fields, rng_for, select
-from lmpc.optimizers.labeled import labeled_demos
+from lmpc.optimizers.coverage import choose, label_counts, label_name
+from lmpc.optimizers.demos import copy_graph, label_fields, rng_for
+from lmpc.optimizers.labeled import node_labeled_candidates
 from lmpc.runtime.data import Example
 from lmpc.runtime.errors import LmpcRuntimeError
 
@@ -126,38 +126,30 @@ def run_teacher(name: str, graph: nx.DiGraph, ctx: OptimizeContext, teacher: str
 
 
 def choose_demos(graph: nx.DiGraph, run: TeacherRun, examples: list[Example], max_demos: int,
-                 max_labeled: int, seed: Any) -> tuple[nx.DiGraph, dict[str, dict[str, Any]]]:
-    """A copy of `graph` whose prompt nodes get up to max_demos bootstrapped demos (label
-    coverage), then labeled demos from other examples up to max_labeled demos in all."""
+                 max_labeled: int, seed: Any, balance: bool = True) -> tuple[nx.DiGraph, dict[str, dict[str, Any]]]:
+    """A copy of `graph` whose prompt nodes get up to max_demos bootstrapped demos and labeled
+    demos from other examples up to max_labeled demos in all, by the coverage rule (with
+    balance: labels no teacher run passed get labeled demos too; see coverage.py)."""
     out = copy_graph(graph)
-    boot: dict[str, list[dict]] = {}
-    for nid in prompt_nodes(graph):
-        boot[nid] = select(graph.nodes[nid], run.candidates.get(nid, []), max_demos, rng_for("bootstrap", seed, nid))
-    used = {nid: {d["source"] for d in demos} for nid, demos in boot.items()}
-    labeled: dict[str, list[dict]] = {}
-    skipped: dict[str, str] = {}
-    if max_labeled > 0:
-        # per node: fill up to max_labeled; labeled_demos takes one k, so ask per node
-        for nid in prompt_nodes(graph):
-            k = max_labeled - len(boot[nid])
-            if k <= 0:
-                continue
-            sub, why = labeled_demos(graph, examples, k, seed, exclude=used, only=[nid])
-            labeled.update(sub)
-            skipped.update(why)
     report: dict[str, dict[str, Any]] = {}
     for nid in prompt_nodes(graph):
-        demos = boot[nid] + labeled.get(nid, [])
-        out.nodes[nid]["demos"] = demos
         node = graph.nodes[nid]
-        entry: dict[str, Any] = {"candidates": len(run.candidates.get(nid, [])),
-                                 "bootstrapped": [d["source"] for d in boot[nid]],
-                                 "labeled": [d["source"] for d in labeled.get(nid, [])]}
+        boot_candidates = run.candidates.get(nid, [])
+        labeled, skipped = node_labeled_candidates(graph, nid, examples)
+        demos = choose(node, boot_candidates, labeled, balance=balance, boot_rng=rng_for("bootstrap", seed, nid),
+                       labeled_rng=rng_for("labeled", seed, nid), max_boot=max_demos, fill_to=max_labeled)
+        out.nodes[nid]["demos"] = demos
+        entry: dict[str, Any] = {"candidates": len(boot_candidates),
+                                 "bootstrapped": [d["source"] for d in demos if d["kind"] == "bootstrapped"],
+                                 "labeled": [d["source"] for d in demos if d["kind"] == "labeled"]}
         if label_fields(node):
-            labels = Counter("/".join(str(d["outputs"].get(f)) for f in label_fields(node)) for d in demos)
-            entry["labels"] = dict(sorted(labels.items()))
-        if nid in skipped:
-            entry["labeled_skipped"] = skipped[nid]
+            entry["labels"] = label_counts(node, demos)
+            passed = {label_name(node, d["outputs"]) for d in boot_candidates}
+            data = {label_name(node, d["outputs"]) for d in labeled}
+            if data - passed:  # labels of the data that no teacher run got right
+                entry["labels_not_passed"] = sorted(data - passed)
+        if skipped is not None and (max_labeled > len(entry["bootstrapped"]) or balance):
+            entry["labeled_skipped"] = skipped
         report[nid] = entry
     return out, report
 
@@ -181,5 +173,5 @@ class BootstrapFewShot(Optimizer):
         run = run_teacher(self.name, graph, ctx, o["teacher"], o["max_rounds"])
         ctx.log(f"{self.name}: {len(run.passed)} of {run.train} training examples passed on the teacher "
                 f"({run.errors} errors, {run.calls} calls, {run.rounds} round(s))")
-        out, nodes = choose_demos(graph, run, ctx.trainset, o["max_demos"], o["max_labeled"], seed)
+        out, nodes = choose_demos(graph, run, ctx.trainset, o["max_demos"], o["max_labeled"], seed, o["balance"])
         return OptimizeResult(out, {"seed": seed, "calls": run.calls, **run.summary(), "nodes": nodes})

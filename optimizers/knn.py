@@ -23,8 +23,9 @@ from lmpc.compiler.options import STRATEGY_OPTIONS
 from lmpc.compiler.ir import prompt_nodes
 from lmpc.optimizers.base import OptimizeContext, Optimizer, OptimizerConfigError, OptimizeResult
 from lmpc.optimizers.bootstrap import check_teacher, run_teacher
-from lmpc.optimizers.demos import copy_graph, dedupe, rng_for, seeded_order
-from lmpc.optimizers.labeled import labeled_demos
+from lmpc.optimizers.coverage import choose, label_counts
+from lmpc.optimizers.demos import copy_graph, dedupe, label_fields, rng_for, seeded_order
+from lmpc.optimizers.labeled import labeled_demos, node_labeled_candidates
 from lmpc.runtime.embed import create_embedder, embed_cached
 from lmpc.runtime.prompt import render_inputs
 
@@ -54,18 +55,35 @@ class KNNFewShot(Optimizer):
         embedded = 0
         for nid in prompt_nodes(graph):
             node = graph.nodes[nid]
-            boot = dedupe(seeded_order(run.candidates.get(nid, []), rng_for("knn", seed, nid)))
-            entry: dict[str, Any] = {"candidates": len(run.candidates.get(nid, [])), "bootstrapped": len(boot)}
-            labeled: list[dict[str, Any]] = []
-            if o["max_labeled"] > 0:
-                used = {nid: {d["source"] for d in boot}}
-                chosen, why = labeled_demos(graph, ctx.trainset, o["max_labeled"], seed, exclude=used, only=[nid])
-                seen = {render_inputs(node, d["inputs"]) for d in boot}
-                labeled = [d for d in chosen.get(nid, []) if render_inputs(node, d["inputs"]) not in seen]
-                entry["labeled"] = len(labeled)
-                if nid in why:
-                    entry["labeled_skipped"] = why[nid]
-            pool = boot + labeled
+            boot_candidates = run.candidates.get(nid, [])
+            boot = dedupe(seeded_order(boot_candidates, rng_for("knn", seed, nid)))
+            entry: dict[str, Any] = {"candidates": len(boot_candidates), "bootstrapped": len(boot)}
+            if o["balance"] and label_fields(node):
+                # the coverage rule over a pool as large as before (coverage.py): labels no
+                # teacher run passed get labeled demos, no label more than its fair share
+                labeled_all, why = node_labeled_candidates(graph, nid, ctx.trainset)
+                pool = choose(node, boot_candidates, labeled_all, balance=True, boot_rng=rng_for("knn", seed, nid),
+                              labeled_rng=rng_for("labeled", seed, nid), max_boot=len(boot),
+                              fill_to=len(boot) + o["max_labeled"], max_topup=o["max_labeled"])
+                entry["bootstrapped"] = sum(d["kind"] == "bootstrapped" for d in pool)
+                entry["labeled"] = sum(d["kind"] == "labeled" for d in pool)
+                entry["labels"] = label_counts(node, pool)
+                if why is not None:
+                    entry["labeled_skipped"] = why
+            else:
+                labeled: list[dict[str, Any]] = []
+                if o["max_labeled"] > 0:
+                    used = {nid: {d["source"] for d in boot}}
+                    chosen, why = labeled_demos(graph, ctx.trainset, o["max_labeled"], seed, exclude=used,
+                                                only=[nid])
+                    seen = {render_inputs(node, d["inputs"]) for d in boot}
+                    labeled = [d for d in chosen.get(nid, []) if render_inputs(node, d["inputs"]) not in seen]
+                    entry["labeled"] = len(labeled)
+                    if nid in why:
+                        entry["labeled_skipped"] = why[nid]
+                pool = boot + labeled
+                if label_fields(node):
+                    entry["labels"] = label_counts(node, pool)
             if not pool:
                 entry["skipped"] = "no passing teacher run and no labeled demo: the node keeps its demos"
                 nodes[nid] = entry

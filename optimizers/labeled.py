@@ -11,6 +11,15 @@ from lmpc.optimizers.demos import copy_graph, label_plan, labeled_candidates, rn
 from lmpc.runtime.data import Example
 
 
+def node_labeled_candidates(graph: nx.DiGraph, nid: str, examples: list[Example]) -> tuple[list[dict], str | None]:
+    """The node's labeled demos from every usable example, or ([], why it has none)."""
+    plan = label_plan(graph, nid)
+    if not plan.ok:
+        return [], f"cannot take labeled demos: {plan.reason}"
+    candidates = labeled_candidates(graph, plan, examples)
+    return candidates, None if candidates else "no training example has gold for all of its outputs"
+
+
 def labeled_demos(graph: nx.DiGraph, examples: list[Example], k: int, seed: int,
                   exclude: dict[str, set[str]] | None = None,
                   only: list[str] | None = None) -> tuple[dict[str, list[dict]], dict[str, str]]:

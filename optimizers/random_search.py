@@ -51,7 +51,8 @@ class RandomSearch(Optimizer):
                     f"({run.errors} errors, {run.calls} calls)")
             for i in range(2, o["candidates"]):
                 size = o["max_demos"] if i == 2 else rng_for(self.name, "size", seed, i).randint(1, o["max_demos"])
-                g, nodes = choose_demos(graph, run, ctx.trainset, size, o["max_labeled"], f"{seed}:{i}")
+                g, nodes = choose_demos(graph, run, ctx.trainset, size, o["max_labeled"], f"{seed}:{i}",
+                                        o["balance"])
                 out.append((g, {"kind": "bootstrapped", "max_demos": size, "nodes": nodes}))
         return out, teacher
 

@@ -38,9 +38,13 @@ def test_one_passing_example_becomes_exactly_one_demo():
 
 def test_a_failing_example_becomes_no_bootstrapped_demo():
     train = examples(["good day"])
-    result = BootstrapFewShot(max_labeled=0).compile(graph(), context(train, {"m": FakeModel("m", wrong)}))
+    result = BootstrapFewShot(max_labeled=0, balance=False).compile(graph(), context(train, {"m": FakeModel("m", wrong)}))
     assert result.graph.nodes["s"]["demos"] == []
     assert result.report["passed"] == 0 and result.report["nodes"]["s"]["candidates"] == 0
+    # with the coverage rule (the default), a label no run passed gets a labeled demo even so
+    result = BootstrapFewShot(max_labeled=0).compile(graph(), context(train, {"m": FakeModel("m", wrong)}))
+    assert [(d["kind"], d["outputs"]) for d in result.graph.nodes["s"]["demos"]] == [("labeled", {"label": "positive"})]
+    assert result.report["nodes"]["s"]["labels_not_passed"] == ["positive"]
     # with labeled fill (the default), the example still gives its gold label
     result = BootstrapFewShot().compile(graph(), context(train, {"m": FakeModel("m", wrong)}))
     assert [(d["kind"], d["outputs"]) for d in result.graph.nodes["s"]["demos"]] == [("labeled", {"label": "positive"})]
@@ -83,7 +87,7 @@ def test_a_teacher_that_fails_on_most_rows_stops_with_the_error_budget():
         BootstrapFewShot().compile(graph(), context(train, {"m": fake}))
     # half or fewer: counted, and the rest still bootstraps
     fake = FakeModel("m", broken_on(lambda text: text in ("bad b", "bad d")))
-    result = BootstrapFewShot(max_labeled=0).compile(graph(), context(train, {"m": fake}))
+    result = BootstrapFewShot(max_labeled=0, balance=False).compile(graph(), context(train, {"m": fake}))
     assert result.report["errors"] == 2 and "HTTP 503" in result.report["error_examples"][0]
     assert sorted(d["source"] for d in result.graph.nodes["s"]["demos"]) == ["train.jsonl:1", "train.jsonl:3"]
 

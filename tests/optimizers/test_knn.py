@@ -72,7 +72,8 @@ def shown_demos(request) -> list[str]:
 
 def test_registry_and_options():
     assert REGISTRY["knn_few_shot"] is KNNFewShot
-    assert KNNFewShot().options == {"k": 3, "embedder": "e5-small", "teacher": None, "max_labeled": 0, "seed": None}
+    assert KNNFewShot().options == {"k": 3, "embedder": "e5-small", "teacher": None, "max_labeled": 0, "balance": True,
+                                    "seed": None}
     with pytest.raises(OptimizerConfigError, match="`k` must be 1 or more, not 0"):
         KNNFewShot(k=0)
     with pytest.raises(OptimizerConfigError, match="`max_labeled` must be 0 or more"):
@@ -96,7 +97,8 @@ def test_each_input_is_shown_its_nearest_pool_demos(words):
     assert sorted(d["inputs"]["text"] for d in knn["pool"]) == sorted(TRAIN)
     assert all(d["kind"] == "bootstrapped" for d in knn["pool"])
     assert len(knn["vectors"]) == len(knn["pool"]) and all(len(v) == 4 for v in knn["vectors"])
-    assert result.report["nodes"]["s"] == {"candidates": 6, "bootstrapped": 6, "pool": 6}
+    assert result.report["nodes"]["s"] == {"candidates": 6, "bootstrapped": 6, "pool": 6, "labeled": 0,
+                                           "labels": {"negative": 3, "positive": 3}}
     assert result.report["calls"] == 6 and result.report["embedder_identity"] == "test:words:v1"
 
     ctx = context(student)
