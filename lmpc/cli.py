@@ -20,6 +20,29 @@ class UsageError(Exception):
     """A mistake in how the command was called (exit code 2)."""
 
 
+def int_flag(low: int = 0, entry: str | None = None):
+    """An argparse type for an integer flag: `low` or more, or what the optimize block's `entry`
+    accepts (compiler/options.ENTRY_VALUES, so --seed and `seed` are checked alike). A bad value
+    is argparse's usage error (exit 2), never a traceback later."""
+
+    def parse(text: str) -> int:
+        from lmpc.compiler.options import ENTRY_VALUES
+
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"invalid int value: {text!r}") from None
+        if entry is not None:
+            why = ENTRY_VALUES[entry].problem(value)
+            if why is not None:
+                raise argparse.ArgumentTypeError(why)
+        elif value < low:
+            raise argparse.ArgumentTypeError(f"must be {low} or more, not {value}")
+        return value
+
+    return parse
+
+
 def _read(path: str) -> str:
     try:
         return Path(path).read_text(encoding="utf-8-sig")  # a BOM is not part of the program

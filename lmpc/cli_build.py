@@ -152,6 +152,8 @@ def cmd_build(args: argparse.Namespace) -> int:
 
 
 def add_build_command(sub: argparse._SubParsersAction) -> None:
+    from lmpc.cli import int_flag
+
     b = sub.add_parser("build", help="optimize a pipeline and write the compiled artifact",
                        description="Compile FILE, evaluate the pipeline zero-shot on the dev data, run the strategy "
                                    "chain (few-shot bootstrapping, search), evaluate the result, and write a JSON "
@@ -165,9 +167,11 @@ def add_build_command(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--dev", metavar="PATH", help="dev data for scoring (overrides the optimize block)")
     b.add_argument("--metric", metavar="EXPR", help='e.g. "exact_match(label)"')
     b.add_argument("--strategy", metavar="CHAIN", help='e.g. "bootstrap_few_shot(max_demos: 4) then random_search"')
-    b.add_argument("--seed", type=int, help="seed for every random choice (default: the block's, else 0)")
-    b.add_argument("--max-calls", type=int, metavar="N", help="hard budget of model calls (cache hits are free)")
-    b.add_argument("--max-prompt-tokens", type=int, metavar="N",
+    b.add_argument("--seed", type=int_flag(entry="seed"),
+                   help="seed for every random choice (default: the block's, else 0)")
+    b.add_argument("--max-calls", type=int_flag(entry="max_calls"), metavar="N",
+                   help="hard budget of model calls (cache hits are free)")
+    b.add_argument("--max-prompt-tokens", type=int_flag(entry="max_prompt_tokens"), metavar="N",
                    help="search strategies never choose a program whose prompts average more than N tokens "
                         "per example (all prompt nodes summed)")
     b.add_argument("--dry-run", action="store_true", help="print the planned model calls per stage and stop")

@@ -132,6 +132,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def add_eval_command(sub: argparse._SubParsersAction) -> None:
+    from lmpc.cli import int_flag
     from lmpc.cli_run import add_program_options
 
     e = sub.add_parser("eval", help="score a pipeline on labelled data",
@@ -149,13 +150,13 @@ def add_eval_command(sub: argparse._SubParsersAction) -> None:
                         '"metrics.py:score", or a judge pipeline "judge"')
     e.add_argument("--map", action="append", metavar="FIELD=COLUMN", help="read FIELD from a differently named column")
     e.add_argument("--skip-bad-rows", action="store_true", help="skip (and count) rows that do not fit the inputs")
-    e.add_argument("--max-errors", type=int, metavar="N", help="stop after N examples fail")
-    e.add_argument("--sample", type=int, metavar="N", help="evaluate a seeded random sample of N examples")
-    e.add_argument("--seed", type=int, default=0, help="seed for --sample (default 0)")
-    e.add_argument("--limit", type=int, metavar="N", help="evaluate only the first N examples")
+    e.add_argument("--max-errors", type=int_flag(1), metavar="N", help="stop after N examples fail")
+    e.add_argument("--sample", type=int_flag(1), metavar="N", help="evaluate a seeded random sample of N examples")
+    e.add_argument("--seed", type=int_flag(entry="seed"), default=0, help="seed for --sample (default 0)")
+    e.add_argument("--limit", type=int_flag(1), metavar="N", help="evaluate only the first N examples")
     e.add_argument("--out", metavar="RESULTS.jsonl", help="one JSON line per example: inputs, gold, prediction, "
                                                          "score, error, trace ids")
-    e.add_argument("--worst", type=int, default=5, metavar="K", help="show the K worst examples (default 5; 0: none)")
+    e.add_argument("--worst", type=int_flag(0), default=5, metavar="K", help="show the K worst examples (default 5; 0: none)")
     e.add_argument("--json", action="store_true", help="print the summary as JSON")
     add_program_options(e)
     e.set_defaults(func=cmd_eval)

@@ -226,6 +226,8 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
 
 def add_run_commands(sub: argparse._SubParsersAction) -> None:
+    from lmpc.cli import int_flag
+
     r = sub.add_parser("run", help="run a pipeline on inputs",
                        description="Compile FILE and run its pipeline on one input (--input NAME=VALUE ...) "
                                    "or on JSON lines (--input-file). Exit 0: all rows ok; 1: a row failed "
@@ -241,7 +243,7 @@ def add_run_commands(sub: argparse._SubParsersAction) -> None:
     i = sub.add_parser("inspect", help="show the last model calls",
                        description="Show the last N recorded model calls: step, model, cache, tokens, the input "
                                    "message, the raw output and any error.")
-    i.add_argument("-n", type=int, default=5, help="how many calls (default 5)")
+    i.add_argument("-n", type=int_flag(1), default=5, help="how many calls (default 5)")
     i.add_argument("--full", action="store_true", help="show every message, not just the last")
     i.add_argument("--json", action="store_true", help="print the raw trace records")
     i.add_argument("--cache-dir", metavar="DIR", help="cache and trace folder (default: $LMPC_CACHE_DIR or ~/.cache/lmpc)")
