@@ -255,8 +255,10 @@ def _check_model_value(ctx: Context, kw: ast.KwArg, value: Any) -> None:
     spec = MODEL_OPTION_VALUES.get(kw.name)
     why = spec.problem(value) if spec is not None else None
     if why is not None:
-        ctx.report("bad-model-option", kw.value.span, f"`{kw.name}` {why}",
-                   spec.hint(kw.name) + ("" if "must be" in why else f"; it must be {spec.range()}"))
+        ranged = spec.low is not None or spec.high is not None
+        hint = "; ".join(h for h in (spec.hint(kw.name), None if "must be" in why or not ranged
+                                     else f"it must be {spec.range()}") if h)
+        ctx.report("bad-model-option", kw.value.span, f"`{kw.name}` {why}", hint or None)
 
 
 def _check_models(ctx: Context) -> str:
