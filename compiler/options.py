@@ -157,3 +157,21 @@ ENTRY_VALUES: dict[str, Option] = {
 
 def strategy_defaults(name: str) -> dict[str, Any]:
     return {k: o.default for k, o in STRATEGY_OPTIONS[name].items()}
+
+
+def model_option_problems(name: str, options: dict[str, Any]) -> list[str]:
+    """What `lmpc check` would refuse in a model's option values, for options that reach a
+    program another way (an artifact's models, `--model-option NAME.OPTION=VALUE`)."""
+    out = []
+    for key, value in options.items():
+        if isinstance(value, dict):  # env("VAR"): read at run time
+            continue
+        if key == "builtin" and value not in BUILTIN_MODELS:
+            out.append(f"model `{name}`: no builtin model named {value!r} (the builtin models are "
+                       f"{', '.join(BUILTIN_MODELS)})")
+            continue
+        spec = MODEL_OPTION_VALUES.get(key)
+        why = spec.problem(value) if spec is not None else None
+        if why is not None:
+            out.append(f"model `{name}`: `{key}` {why}")
+    return out

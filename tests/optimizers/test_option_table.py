@@ -58,3 +58,14 @@ def test_checker_and_optimizer_agree_on_every_option_value(name):
             assert checked == built or (not checked and option in ("teacher", "proposer")), text
             if checked:  # what the checker returns is what the build constructs
                 assert REGISTRY[name](**chain[0]["options"]).options[option] == value
+
+
+def test_model_option_problems_are_the_checkers():
+    from lmpc.compiler.options import model_option_problems
+
+    assert model_option_problems("big", {"timeout": 30, "max_retries": 2, "api_key_env": "K", "seed": {"env": "S"}}) == []
+    assert model_option_problems("big", {"timeout": 1e308, "builtin": "smollm2-1.7b", "temperature": True}) == [
+        "model `big`: `timeout` must be between 0.001 and 86400 seconds, not 1e+308",
+        "model `big`: no builtin model named 'smollm2-1.7b' (the builtin models are smollm2-135m, gemma3-270m)",
+        "model `big`: `temperature` takes a number, not true",
+    ]
