@@ -120,6 +120,11 @@ def parse_model_options(pairs: list[str]) -> dict[str, dict[str, Any]]:
         if isinstance(value, (dict, list)):
             value = text
         out.setdefault(name, {})[option] = value
+    from lmpc.compiler.options import model_option_problems
+
+    for name, options in out.items():  # the values `lmpc check` accepts in a .lmp file, no others
+        for problem in model_option_problems(name, options):
+            raise _usage_error(f"--model-option: {problem}")
     return out
 
 

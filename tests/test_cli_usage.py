@@ -64,6 +64,8 @@ USAGE_ERRORS = [
     (["run", "{d}/p.lmp", "-i", "text=hi", "--input-file", "{d}/rows.jsonl"], "not both"),
     (["run", "{d}/p.lmp", "--model", "nope", "-i", "text=hi"], "no model named `nope`"),
     (["run", "{d}/p.lmp", "--pipeline", "nope", "-i", "text=hi"], "nope"),
+    (["run", "{d}/p.lmpc.json", "--model-option", "big.timeout=1e308"], "`timeout` must be between 0.001 and"),
+    (["run", "{d}/p.lmpc.json", "--model-option", "big.max_retries=-1"], "`max_retries` must be between 0 and"),
     (["inspect", "-n", "many"], "invalid int value"),
     (["inspect", "-n", "0"], "must be 1 or more, not 0"),
     (["eval", "{d}/p.lmp", "--data", "{d}/missing.jsonl"], "missing.jsonl"),
