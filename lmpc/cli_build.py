@@ -147,8 +147,26 @@ def cmd_build(args: argparse.Namespace) -> int:
     print(f"dev score {report['score_before']:.3f} -> {report['score_after']:.3f} "
           f"({report['dev_examples']} dev examples; {usage.calls} model calls, {usage.cache_hits} from cache; "
           f"{time.perf_counter() - t0:.1f} s)")
+    print_label_report(report)
     print(f"wrote {out}")
     return 0
+
+
+def print_label_report(report: dict[str, Any]) -> None:
+    """Enum and bool outputs: the demos' labels, the zero-shot predictions in one line, and the
+    result's label and confusion tables on dev (the collapse warning was logged on stderr)."""
+    from lmpc.cli_labels import print_labels
+    from lmpc.compiler.diagnostics import printable
+
+    for node, counts in report.get("demo_labels", {}).items():
+        if counts:
+            print(f"demo labels of `{printable(node)}`: " + ", ".join(f"{printable(k)} {v}" for k, v in counts.items()))
+    for name, stats in report.get("labels_before", {}).items():
+        shown = ", ".join(f"{printable(k)} {v}" for k, v in stats["predicted"].items())
+        print(f"zero-shot predictions of `{printable(name)}` on dev: {shown or 'none'}"
+              + (f", error {stats['errors']}" if stats["errors"] else ""))
+    if report.get("labels_after"):
+        print_labels(report["labels_after"], title="result on dev: ")
 
 
 def add_build_command(sub: argparse._SubParsersAction) -> None:

@@ -111,15 +111,22 @@ def cmd_eval(args: argparse.Namespace) -> int:
     finally:
         prog.close()
 
+    from lmpc.cli_labels import collapse_warnings, print_labels
+
     summary = report.summary()
     if args.json:
         print(json.dumps(summary))
+        for warning in collapse_warnings(summary.get("labels", {})):  # stdout stays one JSON object
+            print(f"lmpc: warning: {warning}", file=sys.stderr)
     else:
         print(f"score {report.score:.3f} on {len(report.results)} example(s) ({data}); errors {report.errors}; "
               f"{report.calls} model calls ({report.cache_hits} from cache); "
               f"{report.prompt_tokens} + {report.completion_tokens} tokens; {report.wall_s:.1f} s")
         if report.stopped_early:
             print(report.stopped_early)
+        # enum and bool outputs: what the program answers, not only how often it is right
+        for warning in print_labels(summary.get("labels", {})):
+            print(f"warning: {warning}")
         if args.worst:
             print_worst(report, args.worst)
         if args.out:

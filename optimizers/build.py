@@ -11,8 +11,12 @@ from typing import Any
 
 import networkx as nx
 
+from lmpc.compiler.diagnostics import printable
 from lmpc.compiler.ir import prompt_nodes
 from lmpc.optimizers.base import OptimizeContext, Optimizer, OptimizerConfigError
+from lmpc.optimizers.coverage import label_counts
+from lmpc.optimizers.demos import label_fields
+from lmpc.runtime.labels import collapse_warning
 from lmpc.runtime.trace import start_meter
 
 
@@ -63,6 +67,17 @@ def plan(graph: nx.DiGraph, optimizers: list[Optimizer], n_train: int, n_dev: in
     return stages
 
 
+def demo_labels(graph: nx.DiGraph) -> dict[str, dict[str, int]]:
+    """Per prompt node with enum or bool outputs: its demos' label counts (a knn node: its pool's)."""
+    out = {}
+    for nid in prompt_nodes(graph):
+        node = graph.nodes[nid]
+        shown = (node.get("knn") or {}).get("pool") or node.get("demos", [])
+        if label_fields(node):
+            out[nid] = label_counts(node, shown)
+    return out
+
+
 def build(graph: nx.DiGraph, optimizers: list[Optimizer], ctx: OptimizeContext) -> tuple[nx.DiGraph, dict[str, Any]]:
     """Run the strategy chain on `graph`; returns the optimized graph and the build report."""
     usage = start_meter()  # every model call of the build: programs, teachers, judges
@@ -91,6 +106,10 @@ def build(graph: nx.DiGraph, optimizers: list[Optimizer], ctx: OptimizeContext) 
                 f"{ctx.max_prompt_tokens}; only random_search, bayesian and ensemble choose under that budget "
                 f"(lower max_demos / k for the other strategies)")
     demos = {n: len(current.nodes[n].get("demos", [])) for n in prompt_nodes(current)}
+    for stage, evaluated in (("zero-shot", before), ("result", after)):
+        for warning in (collapse_warning(name, stats) for name, stats in evaluated.labels.items()):
+            if warning is not None:
+                ctx.log(f"warning: {stage} on dev: {printable(warning)}")
     report = {
         "train_examples": len(ctx.trainset),
         "dev_examples": len(ctx.devset),
@@ -104,5 +123,8 @@ def build(graph: nx.DiGraph, optimizers: list[Optimizer], ctx: OptimizeContext) 
         "prompt_tokens_after": tokens_after,
         "strategies": steps,
         "demos_per_node": demos,
+        "demo_labels": demo_labels(current),
     }
+    if after.label_fields:  # enum and bool outputs: predicted/gold counts and confusion, before and after
+        report["labels_before"], report["labels_after"] = before.labels, after.labels
     return current, report

@@ -16,6 +16,7 @@ from typing import Any, Callable
 
 from lmpc.runtime.data import Example
 from lmpc.runtime.errors import ConfigurationError, LmpcRuntimeError
+from lmpc.runtime.labels import field_stats, label_fields
 from lmpc.runtime.metrics import Metric
 from lmpc.runtime.program import Program
 from lmpc.runtime.progress import Progress
@@ -48,6 +49,14 @@ class EvalReport:
     wall_s: float = 0.0
     stopped_early: str | None = None  # why, when --max-errors stopped the run
     program_prompt_tokens: int = 0  # the program's own prompts (calls and tokens above include a judge's)
+    label_fields: dict[str, list[str]] = field(default_factory=dict)  # enum/bool outputs -> declared labels
+
+    @property
+    def labels(self) -> dict[str, dict[str, Any]]:
+        """Per enum or bool output: predicted and gold counts, the confusion table, per-label
+        precision/recall/F1 and `collapsed` (runtime/labels.py)."""
+        return {name: field_stats(name, declared, ((r.gold, r.prediction, r.error is not None) for r in self.results))
+                for name, declared in self.label_fields.items()}
 
     @property
     def score(self) -> float:
@@ -71,7 +80,8 @@ class EvalReport:
         return {"score": round(self.score, 4), "examples": len(self.results), "of": self.total,
                 "errors": self.errors, "calls": self.calls, "cache_hits": self.cache_hits,
                 "prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens,
-                "wall_s": round(self.wall_s, 2), "stopped_early": self.stopped_early}
+                "wall_s": round(self.wall_s, 2), "stopped_early": self.stopped_early,
+                **({"labels": self.labels} if self.label_fields else {})}
 
 
 def evaluate(program: Program, examples: list[Example], metric: Metric, *, max_errors: int | None = None,
@@ -82,7 +92,7 @@ def evaluate(program: Program, examples: list[Example], metric: Metric, *, max_e
     progress: a Progress, True (make one), or None/False (quiet). on_result is called with
     each result as soon as it is scored (e.g. to write results.jsonl incrementally).
     """
-    report = EvalReport([], total=len(examples))
+    report = EvalReport([], total=len(examples), label_fields=label_fields(program.output_fields))
     bar = Progress(len(examples)) if progress is True else (progress or None)
     t0 = time.perf_counter()
     usage = start_meter()  # every model call from here on: the program's and a judge metric's

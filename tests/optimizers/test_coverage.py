@@ -212,3 +212,22 @@ optimize topic {
         compile_source(source.replace("balance: false", "balance: 3"))
     with pytest.raises(CompileError, match=r"`labeled_few_shot` takes no option `balance`"):
         compile_source(source.replace("bootstrap_few_shot(balance: false)", "labeled_few_shot(balance: false)"))
+
+
+def test_the_build_report_lists_demo_labels_and_the_shape_of_the_answers():
+    from lmpc.optimizers.build import build, make_optimizers
+
+    dev = rows({t: 2 for t in TOPICS}, start=100)
+    logged: list[str] = []
+    ctx = context(TRAIN, dev)
+    ctx.log = logged.append
+    chain = make_optimizers([{"name": "bootstrap_few_shot", "options": {"max_demos": 5, "max_labeled": 0}}])
+    _, report = build(graph(), chain, ctx)
+    assert report["demo_labels"] == {"s": dict.fromkeys(sorted(TOPICS), 1)}
+    # the fake student answers `sport` whatever the demos: collapsed before and after
+    for key in ("labels_before", "labels_after"):
+        stats = report[key]["label"]
+        assert stats["predicted"] == {"sport": 10} and stats["gold"] == dict.fromkeys(TOPICS, 2)
+        assert stats["collapsed"] is True and stats["confusion"]["tech"]["sport"] == 2
+    assert any(line.startswith("warning: result on dev: `label`: 100% of the predictions are 'sport'")
+               for line in logged), logged

@@ -46,3 +46,49 @@ def test_bootstrap_on_smollm2_yields_demos_with_valid_labels():
     gold = {ex.source: ex.gold["label"] for ex in train}
     assert all(d["outputs"]["label"] == gold[d["source"]] for d in demos), "demos carry correct labels"
     assert after.ok and after.values["label"] in ("positive", "negative")
+
+
+def test_coverage_and_label_shape_on_smollm2_intents():
+    """Seven intents, one training row each: whatever the model passes, the 4 demo slots hold
+    4 different intents (fair share 1), and the evaluation's label counts add up."""
+    from collections import Counter
+
+    from lmpc.runtime.evaluate import evaluate
+
+    intents = ROOT / "examples/intents"
+    g = compile_file(intents / "intents.lmp").graphs["recognize"]
+
+    def one_per_intent(split: str) -> list[Example]:
+        out, seen = [], set()
+        for i, line in enumerate((intents / f"data/{split}.jsonl").read_text().splitlines()):
+            row = json.loads(line)
+            if row["intent"] not in seen:
+                seen.add(row["intent"])
+                out.append(Example({"text": row["text"]}, {"intent": row["intent"]}, f"{split}.jsonl:{i + 1}", row))
+        return out
+
+    train, dev = one_per_intent("train"), one_per_intent("dev")
+    assert len(train) == len(dev) == 7
+    spec = g.graph["models"]["local"]
+    model = create_model("local", spec["provider"], spec["options"])
+    metric = lambda ex, pred: float(pred.get("intent") == ex.gold["intent"])  # noqa: E731
+    ctx = OptimizeContext(trainset=train, devset=dev, metric=metric, models={"local": model}, log=lambda _: None)
+    try:
+        result = BootstrapFewShot(max_demos=4, max_labeled=4).compile(g, ctx)
+        report = evaluate(ctx.program(result.graph), dev, metric)
+    finally:
+        ctx.close()
+        model.close()
+    demos = result.graph.nodes["r"]["demos"]
+    counts = Counter(d["outputs"]["intent"] for d in demos)
+    assert len(demos) == 4 and max(counts.values()) == 1, counts
+    gold = {ex.source: ex.gold["intent"] for ex in train}
+    assert all(d["outputs"]["intent"] == gold[d["source"]] for d in demos)
+    node = result.report["nodes"]["r"]
+    # one row per intent: each passing row covers its intent
+    assert len(node.get("labels_not_passed", [])) == 7 - result.report["passed"]
+    stats = report.labels["intent"]
+    assert sum(stats["predicted"].values()) + stats["errors"] == 7
+    assert stats["gold"] == {t: 1 for t in stats["gold"]} and len(stats["gold"]) == 7
+    assert all(sum(line.values()) == 1 for line in stats["confusion"].values())
+    assert sum(stats["confusion"][t].get(t, 0) for t in stats["confusion"]) == round(report.score * 7)
