@@ -55,10 +55,6 @@ class Artifact:
         return self.graphs[self.pipeline]
 
     @property
-    def base_dir(self) -> Path:
-        return self.folder
-
-    @property
     def optimize(self) -> dict[str, Any]:
         return self.data["optimize"]
 

@@ -24,6 +24,7 @@ import networkx as nx
 
 from lmpc.compiler.builtins import BUILTINS
 from lmpc.compiler.check import SECRET_OPTION_NAMES
+from lmpc.compiler.options import model_option_problems
 from lmpc.compiler.ir import PROMPT_KINDS, input_id, output_id, rebuild_edges, refs
 from lmpc.compiler.types import (
     ANY, BOOL, FLOAT, INT, STR, AnyT, EnumT, ListT, NeverT, NullT, ObjT, OptT, Prim, Type, from_schema, to_schema,
@@ -271,6 +272,8 @@ def _check_models(models: Any, where: str) -> None:
             env_ref = isinstance(value, dict) and set(value) == {"env"} and _is_str(value["env"])
             _require(value is None or isinstance(value, (str, int, float, bool)) or env_ref, f"{at}/options/{key}",
                      "an option is a string, number, boolean or {\"env\": NAME}")
+        problems = model_option_problems(name, spec["options"])  # what `lmpc check` refuses
+        _require(not problems, f"{at}/options", "; ".join(problems))
 
 
 def _node_from_json(n: Any, where: str, models: dict) -> tuple[str, dict]:

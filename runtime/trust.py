@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 
 from lmpc.compiler.artifact import Artifact, ArtifactError, ArtifactTrustError, code_refs, sha256_file
 from lmpc.compiler.artifact_graph import safe_relative_file
+from lmpc.compiler.options import model_option_problems
 
 TRUST_CODE_HINT = "pass --trust-code (lmpc.load(..., trust_code=True)) if you trust it: the code runs with your permissions"
 
@@ -103,6 +104,10 @@ def apply_model_options(artifact: Artifact, model_options: dict[str, dict[str, A
             n: {"provider": s["provider"], "options": {**s["options"], **model_options.get(n, {})}}
             for n, s in g.graph["models"].items()
         }
+    for name, options in model_options.items():
+        problems = model_option_problems(name, artifact.graph.graph["models"][name]["options"])
+        if problems:
+            raise ArtifactError("; ".join(problems))
     if trust_models:
         return
     risks = []

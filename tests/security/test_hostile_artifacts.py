@@ -165,6 +165,8 @@ def test_remote_endpoints_and_key_variables_need_the_users_approval(tmp_path, mo
     prog.close()
     prog = lmpc.load(out, trust_models=True, cache=False, trace_log=False)
     prog.close()
+    with pytest.raises(ArtifactError, match="timeout"):  # the user's options are checked like a .lmp file's
+        lmpc.load(out, trust_models=True, model_options={"big": {"timeout": 1e308}})
 
 
 @pytest.mark.parametrize("options, why", [
@@ -247,6 +249,10 @@ EDITS = {
     "a knn pool without vectors": (lambda d: node(d, "predict").update(
         knn={"k": 1, "embedder": "e5-small", "pool": [{"inputs": {}, "outputs": {}}], "vectors": []}),
         "one vector per pool demo"),
+    "an absurd model option": (lambda d: d["graphs"]["triage"]["models"]["local"]["options"].update(n_ctx=-5),
+                               "n_ctx"),
+    "an unknown builtin model": (lambda d: d["graphs"]["triage"]["models"]["local"]["options"].update(
+        builtin="smollm2-1.7b"), "no builtin model named"),
     "a deep type": (lambda d: node(d, "input").update(t=json.loads('{"list": ' * 100 + '"str"' + '}' * 100)),
                     "nested more than"),
     "duplicate fields": (lambda d: node(d, "call")["inputs"].append(node(d, "call")["inputs"][0]), "duplicate field"),
