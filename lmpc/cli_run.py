@@ -179,15 +179,16 @@ def cmd_run(args: argparse.Namespace) -> int:
             print(redact.dumps({"row": r.index, **where, **r.to_json()}, ensure_ascii=False))
         elif r.ok:
             prefix = f"[{r.index}] " if len(results) > 1 else ""
-            print(printable(prefix + "  ".join(f"{k}: {json.dumps(v, ensure_ascii=False) if not isinstance(v, str) else v}"
-                                               for k, v in r.values.items())))
+            text = "  ".join(f"{k}: {json.dumps(v, ensure_ascii=False) if not isinstance(v, str) else v}"
+                             for k, v in r.values.items())
+            print(printable(redact.redact_known(prefix + text)))
         if not r.ok:
             failed += 1
             row = f"{sources[r.index]}: " if sources else ""
             print(printable(f"lmpc: error: {row}{r.error}"), file=sys.stderr)
             raw = getattr(r.error, "raw_text", None)
             if raw is not None:
-                print(f"  raw model output: {raw[:500]!r}", file=sys.stderr)
+                print(f"  raw model output: {redact.redact_known(raw[:500])!r}", file=sys.stderr)
     calls = [e for r in results for e in r.trace if e.model]
     hits = sum(e.cache_hit for e in calls)
     tokens = sum(e.prompt_tokens + e.completion_tokens for e in calls)

@@ -37,6 +37,7 @@ from lmpc.runtime.pool import ModelPool
 from lmpc.runtime.prompt import (
     MAX_DECODING_TOKENS, decoding_budget, decoding_schema, output_schema, render_messages,
 )
+from lmpc.runtime.redact import redact_known
 from lmpc.runtime.trace import TraceEvent, TraceLog
 from lmpc.runtime.values import evaluate, get_path, validation_error
 
@@ -292,7 +293,9 @@ class Executor:
             if self.budget is not None:
                 self.budget.charge()
             c = model.generate(request)
-            return {"text": c.text, "prompt_tokens": c.prompt_tokens, "completion_tokens": c.completion_tokens}
+            # a server that puts the key in its answer: masked before the cache, traces and outputs
+            return {"text": redact_known(c.text), "prompt_tokens": c.prompt_tokens,
+                    "completion_tokens": c.completion_tokens}
 
         value, hit = self.cache.get_or_compute(key, compute)
         event.model, event.messages, event.raw, event.cache_hit = name, messages, value["text"], hit

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from lmpc.runtime import redact
 
-from .hostile import HostileServer, Reply
+from .hostile import HostileServer, Reply, ok
 from .programs import lmpc_env, run_lmpc, write_project
 
 KEY = "sk-redact-test-9f8e7d6c5b4a"
@@ -63,3 +63,22 @@ def test_redact_masks_registered_values_and_url_credentials():
     redact.register_secret("ab")  # too short to mask by value: it would mangle every text
     assert redact.redact("abc") == "abc"
     assert redact.redact_json({"m": ["sk-unit-test-secret-value"]}) == {"m": ["***"]}
+
+
+def test_an_answer_that_echoes_the_key_is_masked_in_output_errors_and_traces(tmp_path: Path):
+    prog, _ = write_project(tmp_path, rows=1, retries=0, extra=', api_key_env: "LMPC_REDACT_KEY", '
+                                                                'structured_output: "none"')
+
+    def echo(n: int, r) -> Reply:
+        key = r.headers.get("authorization", "").removeprefix("Bearer ")
+        return ok(f"Sure! Your key is {key}")  # not JSON: an output error that keeps the raw text
+
+    with HostileServer(echo) as server:
+        env = lmpc_env(server.base_url, LMPC_REDACT_KEY=KEY)
+        plain = run_lmpc(["run", str(prog), "-i", "text=hi", "--cache-dir", str(tmp_path / "c")], env)
+        as_json = run_lmpc(["run", str(prog), "-i", "text=hi", "--json", "--no-cache",
+                            "--cache-dir", str(tmp_path / "c")], env)
+    assert plain.returncode == 1 and "raw model output: 'Sure! Your key is ***'" in plain.stderr, plain.stderr
+    assert "Your key is ***" in (tmp_path / "c" / "traces.jsonl").read_text()
+    assert KEY not in _written(tmp_path, plain.stdout, plain.stderr, as_json.stdout, as_json.stderr)
+    assert KEY.encode() not in b"".join(p.read_bytes() for p in (tmp_path / "c").iterdir())  # nor the cache
