@@ -111,7 +111,10 @@ def test_keyboard_interrupt_leaves_lmpc_evaluate_and_the_program_stays_usable(mo
         with pytest.raises(KeyboardInterrupt):
             lmpc.evaluate(prog, rows, "exact_match(label)")
         assert time.monotonic() - sent[0] < 2.0
-        hang.clear()  # as after Ctrl-C in a notebook: the same program runs the next batch
+        n = len(server.requests)
+        hang.clear()  # as after Ctrl-C in a notebook: the same program runs the next batch at once,
+        t0 = time.monotonic()  # its threads not held by the interrupted calls
         report = lmpc.evaluate(prog, rows[:3], "exact_match(label)")
         assert report.score == 1.0 and report.errors == 0
+        assert time.monotonic() - t0 < 3.0 and len(server.requests) == n + 3
         prog.close()
