@@ -297,7 +297,13 @@ class Executor:
             return {"text": redact_known(c.text), "prompt_tokens": c.prompt_tokens,
                     "completion_tokens": c.completion_tokens}
 
-        value, hit = self.cache.get_or_compute(key, compute)
+        try:
+            value, hit = self.cache.get_or_compute(key, compute)
+        except Interrupted:
+            if run.cancel.cancelled:
+                raise
+            # we waited on an identical call of another batch, and that batch was interrupted
+            value, hit = self.cache.get_or_compute(key, compute)
         event.model, event.messages, event.raw, event.cache_hit = name, messages, value["text"], hit
         event.prompt_tokens, event.completion_tokens = value["prompt_tokens"], value["completion_tokens"]
         return parse_output(value["text"], output_schema(node), "the model's output")

@@ -118,3 +118,26 @@ def test_keyboard_interrupt_leaves_lmpc_evaluate_and_the_program_stays_usable(mo
         assert report.score == 1.0 and report.errors == 0
         assert time.monotonic() - t0 < 3.0 and len(server.requests) == n + 3
         prog.close()
+
+
+def test_a_batch_sharing_an_interrupted_batchs_call_makes_the_call_itself(monkeypatch, tmp_path: Path):
+    # two threads ask for the same call; the cache makes it once. When the batch that makes it
+    # is interrupted, the other batch is not: it makes the call itself.
+    with HostileServer(lambda n, r: Reply(kind="hang") if n == 1 else ok()) as server:
+        monkeypatch.setenv("LMPC_TEST_BASE_URL", server.base_url)
+        prog = lmpc.compile_source(source(timeout=30), cache=CallCache(tmp_path / "calls.sqlite"), trace_log=False)
+        other: dict[str, list] = {}
+
+        def run_other() -> None:
+            wait_for(lambda: len(server.requests) >= 1)
+            other["results"] = prog.batch([{"text": "same"}])
+
+        thread = threading.Thread(target=run_other)
+        thread.start()
+        _interrupt_main_when(lambda: prog.cache.stats.deduplicated >= 1)
+        with pytest.raises(KeyboardInterrupt):
+            prog.batch([{"text": "same"}])
+        thread.join(timeout=20)
+        prog.close()
+    [result] = other["results"]
+    assert result.ok and result.label == "positive" and len(server.requests) == 2
