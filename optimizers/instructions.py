@@ -5,7 +5,8 @@ What the proposer sees, for one prompt node (all plain text, written here):
             come from, the instructed step marked
   step:     the node's input and output fields (types, descriptions) and its current instruction
   data:     a summary of the training data: size, input lengths, the gold label counts or ranges
-  examples: up to three of the node's bootstrapped demos (runs the program got right)
+  examples: up to three demos of the node's set 1 (runs the program got right, and gold rows
+            for labels no run got right)
   tip:      one of TIPS, a different one per candidate (MIPRO's "tips")
 
 Candidate 0 is always the node's original instruction. Proposals are cleaned (whitespace,
