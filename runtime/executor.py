@@ -180,8 +180,11 @@ class Executor:
                 st.values[nid] = self._run_node(nid, st, run)
             except BudgetExceededError:
                 raise  # stops the whole run, not just this row
-            except Interrupted:
-                return
+            except Interrupted as e:
+                if run.cancel.cancelled:
+                    return  # this batch is being abandoned: no row result to record
+                # the call was cancelled from elsewhere (its model closed): this row failed
+                st.error = StepError(f"{where(self.g.nodes[nid])}: {e}", self.g.nodes[nid]["step"])
             except ConfigurationError as e:  # every row would fail the same way: stop the batch
                 run.fail(e)
                 return
@@ -289,7 +292,10 @@ class Executor:
                         "max_tokens": request.max_tokens, "temperature": request.temperature,
                         "seed": request.seed, "sample": run.sample})
 
+        made: list[bool] = []  # whether compute ran here (not in another batch's identical call)
+
         def compute() -> dict[str, Any]:
+            made.append(True)
             if self.budget is not None:
                 self.budget.charge()
             c = model.generate(request)
@@ -300,7 +306,7 @@ class Executor:
         try:
             value, hit = self.cache.get_or_compute(key, compute)
         except Interrupted:
-            if run.cancel.cancelled:
+            if run.cancel.cancelled or made:
                 raise
             # we waited on an identical call of another batch, and that batch was interrupted
             value, hit = self.cache.get_or_compute(key, compute)

@@ -144,7 +144,8 @@ class OpenAIModel(Model):
         cancel = req.cancel
         if cancel is not None and cancel.cancelled:
             raise Interrupted(f"model `{self.name}`: not sent, the batch was interrupted")
-        fut = asyncio.run_coroutine_threadsafe(self._generate(req), self._running_loop())
+        loop = self._running_loop()
+        fut = asyncio.run_coroutine_threadsafe(self._generate(req), loop)
         # Cancelling the future cancels the task on the loop, which closes its connection.
         remove = cancel.on_cancel(fut.cancel) if cancel is not None else None
         try:

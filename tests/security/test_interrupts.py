@@ -141,3 +141,21 @@ def test_a_batch_sharing_an_interrupted_batchs_call_makes_the_call_itself(monkey
         prog.close()
     [result] = other["results"]
     assert result.ok and result.label == "positive" and len(server.requests) == 2
+
+
+def test_closing_the_models_under_a_running_batch_fails_its_rows_cleanly(monkeypatch):
+    with HostileServer(lambda n, r: Reply(kind="hang")) as server:
+        monkeypatch.setenv("LMPC_TEST_BASE_URL", server.base_url)
+        prog = lmpc.compile_source(source(timeout=30), cache=CallCache(enabled=False), trace_log=False)
+
+        def close_models() -> None:
+            wait_for(lambda: len(server.requests) >= 2)
+            prog.pool.close()  # cancels the calls in flight
+
+        threading.Thread(target=close_models).start()
+        t0 = time.monotonic()
+        results = prog.batch([{"text": "a"}, {"text": "b"}])
+        assert time.monotonic() - t0 < 5
+        prog.close()
+    assert [r.ok for r in results] == [False, False]
+    assert all("cancelled" in str(r.error) and "step `s`" in str(r.error) for r in results)
