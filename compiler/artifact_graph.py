@@ -25,7 +25,9 @@ import networkx as nx
 from lmpc.compiler.builtins import BUILTINS
 from lmpc.compiler.check import SECRET_OPTION_NAMES
 from lmpc.compiler.options import model_option_problems
-from lmpc.compiler.ir import PROMPT_KINDS, input_id, output_id, rebuild_edges, refs
+from lmpc.compiler.ir import NodeKind, input_id, is_step, output_id, rebuild_edges, refs
+from lmpc.compiler.kinds import KINDS
+from lmpc.compiler.kinds.predict import DEMO_FORMATS  # noqa: F401  (re-exported)
 from lmpc.compiler.types import (
     ANY, BOOL, FLOAT, INT, STR, AnyT, EnumT, ListT, NeverT, NullT, ObjT, OptT, Prim, Type, from_schema, to_schema,
 )
@@ -33,8 +35,6 @@ from lmpc.compiler.types import (
 # The deepest type and expression an artifact may hold. Deeper than any .lmp program the
 # compiler accepts, shallow enough that nothing recursive on them comes near Python's limit.
 MAX_DEPTH = 64
-STEP_KINDS = PROMPT_KINDS + ("call",)
-DEMO_FORMATS = ("turns", "block")
 PROVIDERS = ("llama_cpp", "openai")
 # Node attributes that are derived (rebuilt on load) or that the top level already holds.
 _DERIVED = {"level"}
@@ -133,14 +133,14 @@ def fields_from_json(data: Any, where: str) -> dict[str, dict]:
 
 
 # -- writing ----------------------------------------------------------------------------------
+# The attributes each kind of node stores, in order: a step kind declares its own
+# (compiler/kinds/), so a new kind adds a new `kind` value and the format stays version 2.
 _NODE_KEYS = {
-    "input": ("name", "type", "schema", "span"),
-    "output": ("name", "type", "schema", "bindings", "span"),
-    "predict": ("step", "signature", "model", "inputs", "outputs", "bindings", "instructions", "demos",
-                "demo_format", "knn", "span"),
-    "call": ("step", "signature", "model", "inputs", "outputs", "bindings", "fn", "span"),
+    NodeKind.INPUT.value: ("name", "type", "schema", "span"),
+    NodeKind.OUTPUT.value: ("name", "type", "schema", "bindings", "span"),
+    **{name: kind.artifact_keys for name, kind in KINDS.items()},
 }
-_NODE_KEYS["chain_of_thought"] = _NODE_KEYS["predict"]
+_STEP_COMMON = ("step", "inputs", "outputs", "bindings")  # every step kind has these
 
 
 def _node_to_json(nid: str, d: dict) -> dict:
@@ -160,8 +160,20 @@ def _node_to_json(nid: str, d: dict) -> dict:
             value = fields_to_json(value)
         elif key == "schema":
             key, value = "t", type_to_json(from_schema(value))
+        elif key == "body":
+            value = body_to_json(value)
         out[key] = value
     return out
+
+
+def body_to_json(g: nx.DiGraph) -> dict[str, Any]:
+    """A node's body (a sub-graph): a graph without models (the outer graph's hold)."""
+    a = g.graph
+    unknown = set(a) - {"name", "inputs", "outputs", "span"} - _GRAPH_DERIVED
+    if unknown:
+        raise AssertionError(f"body `{a.get('name')}` has attributes the artifact does not carry: {sorted(unknown)}")
+    return {"name": a["name"], "inputs": fields_to_json(a["inputs"]), "outputs": fields_to_json(a["outputs"]),
+            "span": a.get("span"), "nodes": [_node_to_json(n, g.nodes[n]) for n in sorted(g.nodes)]}
 
 
 def graph_to_json(g: nx.DiGraph) -> dict[str, Any]:
@@ -303,12 +315,11 @@ def _node_from_json(n: Any, where: str, models: dict) -> tuple[str, dict]:
             _check_expr(b["value"], f"{where}/bindings/value")
             d["bindings"] = b
         return n["id"], d
-    required = {"step", "signature", "inputs", "outputs", "bindings"} | (
-        {"fn"} if kind == "call" else {"instructions", "demos"})
-    missing = required - set(n)
+    kind_def = KINDS[kind]
+    missing = (set(_STEP_COMMON) | set(kind_def.artifact_required)) - set(n)
     _require(not missing, where, f"a {kind} node needs {', '.join(sorted(missing))}")
-    _require(_is_str(n["step"]) and _is_str(n["signature"]), where, "step and signature are names")
-    d.update(step=n["step"], signature=n["signature"], model=n.get("model"),
+    _require(_is_str(n["step"]), where, "step is a name")
+    d.update(step=n["step"], model=n.get("model"),
              inputs=fields_from_json(n["inputs"], f"{where}/inputs"),
              outputs=fields_from_json(n["outputs"], f"{where}/outputs"))
     _require(d["model"] is None or d["model"] in models, f"{where}/model",
@@ -319,20 +330,25 @@ def _node_from_json(n: Any, where: str, models: dict) -> tuple[str, dict]:
     for arg, e in b.items():
         _check_expr(e, f"{where}/bindings/{arg}")
     d["bindings"] = b
-    if kind == "call":
-        _check_fn(n["fn"], f"{where}/fn")
-        d["fn"] = n["fn"]
-        return n["id"], d
-    _require(isinstance(n["instructions"], str), f"{where}/instructions", "instructions are a string")
-    _check_demos(n["demos"], f"{where}/demos")
-    d.update(instructions=n["instructions"], demos=n["demos"])
-    if "demo_format" in n:
-        _require(n["demo_format"] in DEMO_FORMATS, f"{where}/demo_format", f"one of {', '.join(DEMO_FORMATS)}")
-        d["demo_format"] = n["demo_format"]
-    if "knn" in n:
-        _check_knn(n["knn"], f"{where}/knn")
-        d["knn"] = n["knn"]
+    kind_def.load(n, d, where, _Checks(models))  # the kind's own attributes
     return n["id"], d
+
+
+class _Checks:
+    """What a kind's `load` uses to check its attributes (every check raises GraphFormatError)."""
+
+    def __init__(self, models: dict):
+        self.models = models
+
+    require = staticmethod(_require)
+    is_str = staticmethod(_is_str)
+    check_demos = staticmethod(_check_demos)
+    check_knn = staticmethod(_check_knn)
+    check_fn = staticmethod(_check_fn)
+    check_expr = staticmethod(_check_expr)
+
+    def body_from_json(self, data: Any, where: str, io_models: Any = None) -> nx.DiGraph:
+        return body_from_json(data, where, self.models)
 
 
 def _check_refs(g: nx.DiGraph, where: str) -> None:
@@ -350,21 +366,36 @@ def _check_refs(g: nx.DiGraph, where: str) -> None:
 
 def graph_from_json(data: Any, where: str) -> nx.DiGraph:
     """The runnable graph of an artifact's graph, or GraphFormatError naming the first problem."""
-    from lmpc.compiler.passes.annotate import annotate_order
-
     keys = {"name", "inputs", "outputs", "span", "models", "default_model", "nodes"}
     _require(isinstance(data, dict) and set(data) == keys, where, f"a graph has exactly the keys {', '.join(sorted(keys))}")
     _require(_is_str(data["name"]), f"{where}/name", "a graph has a name")
     _require(data["span"] is None or isinstance(data["span"], dict), f"{where}/span", "a span is an object")
     _check_models(data["models"], f"{where}/models")
     _require(data["default_model"] in data["models"], f"{where}/default_model", "the default model must be declared")
+    g = _nodes_from_json(data, where, data["models"])
+    g.graph.update(models=data["models"], default_model=data["default_model"])
+    return g
+
+
+def body_from_json(data: Any, where: str, models: dict, depth: int = 0) -> nx.DiGraph:
+    """A node's body: the same checks as a pipeline's graph, with the outer graph's models."""
+    keys = {"name", "inputs", "outputs", "span", "nodes"}
+    _require(isinstance(data, dict) and set(data) == keys, where, f"a body has exactly the keys {', '.join(sorted(keys))}")
+    _require(_is_str(data["name"]), f"{where}/name", "a body has a name")
+    _require(data["span"] is None or isinstance(data["span"], dict), f"{where}/span", "a span is an object")
+    _require(where.count("/body") <= MAX_DEPTH, where, f"bodies are nested more than {MAX_DEPTH} deep")
+    return _nodes_from_json(data, where, models)
+
+
+def _nodes_from_json(data: dict, where: str, models: dict) -> nx.DiGraph:
+    from lmpc.compiler.passes.annotate import annotate_order
+
     g = nx.DiGraph()
     g.graph.update(name=data["name"], inputs=fields_from_json(data["inputs"], f"{where}/inputs"),
-                   outputs=fields_from_json(data["outputs"], f"{where}/outputs"), span=data["span"],
-                   models=data["models"], default_model=data["default_model"])
+                   outputs=fields_from_json(data["outputs"], f"{where}/outputs"), span=data["span"])
     _require(isinstance(data["nodes"], list), f"{where}/nodes", "nodes are a list")
     for i, n in enumerate(data["nodes"]):
-        nid, d = _node_from_json(n, f"{where}/nodes/{i}", data["models"])
+        nid, d = _node_from_json(n, f"{where}/nodes/{i}", models)
         _require(nid not in g, f"{where}/nodes/{i}", f"duplicate node id `{nid}`")
         g.add_node(nid, **d)
     for kind, declared in (("input", g.graph["inputs"]), ("output", g.graph["outputs"])):
@@ -372,7 +403,7 @@ def graph_from_json(data: Any, where: str) -> nx.DiGraph:
         _require(have == set(declared), f"{where}/{kind}s",
                  f"the graph's {kind}s ({', '.join(declared) or 'none'}) and its {kind} nodes "
                  f"({', '.join(sorted(have)) or 'none'}) differ")
-    steps = [d["step"] for _, d in g.nodes(data=True) if d["kind"] in STEP_KINDS]
+    steps = [d["step"] for _, d in g.nodes(data=True) if is_step(d)]
     _require(len(steps) == len(set(steps)), f"{where}/nodes", "two nodes run the same step")
     _check_refs(g, where)
     rebuild_edges(g)

@@ -156,6 +156,15 @@ class Step:
     module_span: Span | None
     target_span: Span
     using_span: Span | None
+    loop: "Loop | None" = None  # `for x in list` (map)
+
+
+@dataclass
+class Loop:
+    var: str
+    over: "Expr"
+    span: Span
+    var_span: Span
 
 
 @dataclass

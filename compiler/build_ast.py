@@ -185,7 +185,7 @@ class AstBuilder(Transformer):
 
     @v_args(meta=True)
     def step(self, meta, c):
-        name, call, using = c
+        name, call, loop, using = c
         module, module_tok, ref, (target_tok, args) = call
         return ast.Step(
             name=str(name), module=module, ref=ref, target=str(target_tok), args=args,
@@ -194,7 +194,13 @@ class AstBuilder(Transformer):
             module_span=self.tspan(module_tok) if module_tok is not None else None,
             target_span=self.tspan(target_tok),
             using_span=self.tspan(using) if using is not None else None,
+            loop=loop,
         )
+
+    @v_args(meta=True)
+    def loop(self, meta, c):
+        var, over = c
+        return ast.Loop(str(var), over, self.mspan(meta), self.tspan(var))
 
     def module_step(self, c):
         return str(c[0]), c[0], None, c[1]

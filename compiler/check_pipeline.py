@@ -11,18 +11,14 @@ from lmpc.compiler.builtins import BUILTINS
 from lmpc.compiler.check import Context
 from lmpc.compiler.checked import PipelineInfo
 from lmpc.compiler.diagnostics import did_you_mean
-from lmpc.compiler.optimize_spec import FUNCTION_REF
+from lmpc.compiler.kinds import KINDS, Target, chain_of_thought
 from lmpc.compiler.types import (
     ANY, BOOL, FLOAT, INT, STR, AnyT, EnumT, ListT, NullT, ObjT, OptT, Type, assignable, describe, join,
 )
 
-# module kind -> what it does (docs/language.md explains each)
-MODULES = {
-    "predict": "one model call that fills the signature's outputs",
-    "chain_of_thought": "like predict, with a free-text `reasoning` output decoded before the others",
-    "call": "a Python function that the file names explicitly",
-}
-REASONING = "reasoning"
+# module kind -> what it does (docs/language.md explains each; compiler/kinds/ defines each)
+MODULES = {name: kind.doc for name, kind in KINDS.items()}
+REASONING = chain_of_thought.REASONING
 
 
 def check_pipelines(ctx: Context) -> None:
@@ -50,58 +46,58 @@ def _fields_hint(fields: dict[str, Type] | None) -> str | None:
 
 
 def _step_interface(ctx: Context, info: PipelineInfo, s: ast.Step):
-    """(inputs, outputs) of a step's target; None where unknown, to avoid cascades."""
-    target_kinds = list(ctx.signature_decls) + list(ctx.pipeline_decls)
+    """(inputs, outputs) of a step; None where unknown, to avoid cascades."""
     if s.module is None:
-        if s.target in ctx.pipelines:
-            callee = ctx.pipelines[s.target]
-            info.calls.add(s.target)
-            return callee.inputs, callee.outputs
-        if s.target in ctx.signatures:
-            ctx.report("unknown-module", s.target_span, f"step `{s.name}` names signature `{s.target}` without a module",
-                       f"write `{s.name} = predict {s.target}(...)` (modules: {', '.join(MODULES)})")
-            sig = ctx.signatures[s.target]
-            return {n: f.type for n, f in sig.inputs.items()}, {n: f.type for n, f in sig.outputs.items()}
-        if s.target not in ctx.suppressed:
-            ctx.report("unknown-signature", s.target_span, f"no pipeline or signature named `{s.target}`",
-                       did_you_mean(s.target, target_kinds))
-        return None, None
-
-    if s.module not in MODULES:
+        return _pipeline_call_interface(ctx, info, s)
+    kind = KINDS.get(s.module)
+    if kind is None:
         ctx.report("unknown-module", s.module_span, f"unknown module `{s.module}`", did_you_mean(s.module, MODULES))
-    if s.module == "call":
-        if s.ref is None:
-            ctx.report("bad-function-ref", s.module_span, "a `call` step names the Python function it runs",
-                       f'e.g. `{s.name} = call "tools.py:lookup" {s.target}(...)`')
-        elif not FUNCTION_REF.match(s.ref):
-            ctx.report("bad-function-ref", s.module_span, f'"{s.ref}" is not a `file.py:function` reference',
-                       'e.g. "tools.py:lookup" (the path is relative to the .lmp file)')
-        if s.using is not None:
-            ctx.report("bad-using", s.using_span, "a `call` step runs Python, not a model",
-                       "remove `using`")
-    elif s.ref is not None and s.module in MODULES:
-        ctx.report("bad-function-ref", s.module_span, f"`{s.module}` takes no function reference",
-                   "only `call` steps name a Python function")
+        kind = KINDS["predict"]  # still type the arguments against the signature
+    else:
+        kind.check(ctx, s)
+    target = _target(ctx, info, s, kind)
+    return (None, None) if target is None else kind.interface(ctx, s, target)
 
+
+def _pipeline_call_interface(ctx: Context, info: PipelineInfo, s: ast.Step):
+    target_kinds = list(ctx.signature_decls) + list(ctx.pipeline_decls)
+    if s.loop is not None:
+        ctx.report("bad-loop", s.loop.span, "a pipeline call does not loop over a list",
+                   f"write `{s.name} = map {s.target}(...) for x in list` to run it per item")
     if s.target in ctx.pipelines:
+        callee = ctx.pipelines[s.target]
+        info.calls.add(s.target)
+        return callee.inputs, callee.outputs
+    if s.target in ctx.signatures:
+        ctx.report("unknown-module", s.target_span, f"step `{s.name}` names signature `{s.target}` without a module",
+                   f"write `{s.name} = predict {s.target}(...)` (modules: {', '.join(MODULES)})")
+        sig = ctx.signatures[s.target]
+        return {n: f.type for n, f in sig.inputs.items()}, {n: f.type for n, f in sig.outputs.items()}
+    if s.target not in ctx.suppressed:
+        ctx.report("unknown-signature", s.target_span, f"no pipeline or signature named `{s.target}`",
+                   did_you_mean(s.target, target_kinds))
+    return None, None
+
+
+def _target(ctx: Context, info: PipelineInfo, s: ast.Step, kind) -> Target | None:
+    """The signature (or, for kinds that allow it, the pipeline) a step names."""
+    if s.target in ctx.pipelines:
+        if "pipeline" in kind.targets:
+            info.calls.add(s.target)
+            callee = ctx.pipelines[s.target]
+            return Target("pipeline", s.target, dict(callee.inputs), dict(callee.outputs))
         ctx.report("unknown-signature", s.target_span, f"`{s.target}` is a pipeline, not a signature",
                    f"call a pipeline without a module: `{s.name} = {s.target}(...)`")
-        return None, None
+        return None
     if s.target not in ctx.signatures:
         if s.target not in ctx.suppressed:
+            known = list(ctx.signature_decls) + (list(ctx.pipeline_decls) if "pipeline" in kind.targets else [])
             ctx.report("unknown-signature", s.target_span, f"unknown signature `{s.target}`",
-                       did_you_mean(s.target, ctx.signature_decls))
-        return None, None
+                       did_you_mean(s.target, known))
+        return None
     sig = ctx.signatures[s.target]
-    inputs = {n: f.type for n, f in sig.inputs.items()}
-    outputs = {n: f.type for n, f in sig.outputs.items()}
-    if s.module == "chain_of_thought":
-        if REASONING in sig.outputs or REASONING in sig.inputs:
-            ctx.report("reserved-field", s.target_span,
-                       f"chain_of_thought adds a `{REASONING}` output, and `{s.target}` already has a field `{REASONING}`",
-                       "rename that field, or use predict")
-        outputs = {REASONING: STR, **{k: v for k, v in outputs.items() if k != REASONING}}
-    return inputs, outputs
+    return Target("signature", s.target, {n: f.type for n, f in sig.inputs.items()},
+                  {n: f.type for n, f in sig.outputs.items()})
 
 
 class _Exprs:
@@ -112,102 +108,113 @@ class _Exprs:
         # names that an undefined name is a near miss of: counted as read, so that a typo is
         # not also reported as an unused input or step
         self.near_misses: set[str] = set()
+        self.locals: dict[str, Type] = {}  # a map step's loop variable, while its arguments are typed
 
     def type_of(self, e: ast.Expr, deps: set[str]) -> Type:
-        ctx = self.ctx
         if isinstance(e, ast.Name):
-            if e.name in self.info.inputs:
-                deps.add(e.name)
-                return self.info.inputs[e.name]
-            if e.name in self.steps:
-                deps.add(e.name)
-                outs = self.info.step_outputs.get(e.name)
-                ctx.report("missing-field-access", e.span, f"`{e.name}` is a step; use one of its fields",
-                           f"e.g. `{e.name}.{next(iter(outs))}`" if outs else None)
-                return ANY
-            known = list(self.info.inputs) + list(self.steps)
-            ctx.report("undefined-name", e.span, f"`{e.name}` is not defined", did_you_mean(e.name, known))
-            self.near_misses.update(difflib.get_close_matches(e.name, sorted(set(known)), n=1, cutoff=0.6))
-            return ANY
+            return self._name(e, deps)
         if isinstance(e, ast.Attr):
-            if isinstance(e.value, ast.Name) and e.value.name in self.steps and e.value.name not in self.info.inputs:
-                deps.add(e.value.name)
-                outs = self.info.step_outputs.get(e.value.name)
-                if outs is None:
-                    return ANY
-                if e.attr not in outs:
-                    ctx.report("unknown-field", e.attr_span, f"step `{e.value.name}` has no output `{e.attr}`",
-                               _close_or_available(e.attr, outs))
-                    return ANY
-                return outs[e.attr]
-            base = self.type_of(e.value, deps)
-            optional = isinstance(base, OptT)
-            if optional:
-                base = base.inner
-            if isinstance(base, AnyT):
-                return ANY
-            if not isinstance(base, ObjT):
-                ctx.report("unknown-field", e.attr_span, f"a value of type {describe(base)} has no field `{e.attr}`")
-                return ANY
-            fields = dict(base.fields)
-            if e.attr not in fields:
-                ctx.report("unknown-field", e.attr_span, f"type {describe(base)} has no field `{e.attr}`",
-                           _fields_hint(fields))
-                return ANY
-            t = fields[e.attr]
-            # A field of an optional object is null when the object is.
-            return OptT(t) if optional and not isinstance(t, OptT) else t
+            return self._attr(e, deps)
         if isinstance(e, ast.Literal):
-            v = e.value
-            if isinstance(v, bool):
-                return BOOL
-            if isinstance(v, int):
-                return INT
-            if isinstance(v, float):
-                return FLOAT
-            if isinstance(v, str):
-                return EnumT((v,))
-            return NullT()
+            return _literal_type(e.value)
         if isinstance(e, ast.ListExpr):
-            items = [self.type_of(i, deps) for i in e.items]
-            item = join(items)
-            if isinstance(item, AnyT) and not any(isinstance(t, AnyT) for t in items):
-                kinds = ", ".join(dict.fromkeys(describe(t) for t in items))
-                ctx.report("type-mismatch", e.span, f"the items of this list have different types ({kinds})",
-                           "a list holds values of one type; convert with str(...) where needed")
-            return ListT(item)
+            return self._list(e, deps)
         if isinstance(e, ast.Call):
-            arg_types = [self.type_of(a, deps) for a in e.args]
-            b = BUILTINS.get(e.func)
-            if b is None:
-                hint = did_you_mean(e.func, BUILTINS)
-                if e.func in self.ctx.pipelines or e.func in self.ctx.signatures:
-                    hint = f"steps are declared on their own line: `x = ... {e.func}(...)`"
-                ctx.report("unknown-builtin", e.func_span, f"`{e.func}` is not a builtin function", hint)
-                return ANY
-            if e.kwargs or len(e.args) < b.min_args or (b.max_args is not None and len(e.args) > b.max_args):
-                ctx.report("bad-builtin-call", e.span, f"wrong arguments for `{e.func}`", f"usage: {b.usage}")
-                return ANY
-            result = b.check(arg_types)
-            if isinstance(result, str):
-                ctx.report("bad-builtin-call", e.span, result, f"usage: {b.usage}")
-                return ANY
-            return result
+            return self._call(e, deps)
         raise AssertionError(e)
+
+    def _name(self, e: ast.Name, deps: set[str]) -> Type:
+        ctx = self.ctx
+        if e.name in self.locals:
+            return self.locals[e.name]
+        if e.name in self.info.inputs:
+            deps.add(e.name)
+            return self.info.inputs[e.name]
+        if e.name in self.steps:
+            deps.add(e.name)
+            outs = self.info.step_outputs.get(e.name)
+            ctx.report("missing-field-access", e.span, f"`{e.name}` is a step; use one of its fields",
+                       f"e.g. `{e.name}.{next(iter(outs))}`" if outs else None)
+            return ANY
+        known = list(self.locals) + list(self.info.inputs) + list(self.steps)
+        ctx.report("undefined-name", e.span, f"`{e.name}` is not defined", did_you_mean(e.name, known))
+        self.near_misses.update(difflib.get_close_matches(e.name, sorted(set(known)), n=1, cutoff=0.6))
+        return ANY
+
+    def _attr(self, e: ast.Attr, deps: set[str]) -> Type:
+        ctx = self.ctx
+        if isinstance(e.value, ast.Name) and e.value.name in self.steps and e.value.name not in self.info.inputs:
+            deps.add(e.value.name)
+            outs = self.info.step_outputs.get(e.value.name)
+            if outs is None:
+                return ANY
+            if e.attr not in outs:
+                ctx.report("unknown-field", e.attr_span, f"step `{e.value.name}` has no output `{e.attr}`",
+                           _close_or_available(e.attr, outs))
+                return ANY
+            return outs[e.attr]
+        base = self.type_of(e.value, deps)
+        optional = isinstance(base, OptT)
+        if optional:
+            base = base.inner
+        if isinstance(base, AnyT):
+            return ANY
+        if not isinstance(base, ObjT):
+            ctx.report("unknown-field", e.attr_span, f"a value of type {describe(base)} has no field `{e.attr}`")
+            return ANY
+        fields = dict(base.fields)
+        if e.attr not in fields:
+            ctx.report("unknown-field", e.attr_span, f"type {describe(base)} has no field `{e.attr}`",
+                       _fields_hint(fields))
+            return ANY
+        t = fields[e.attr]
+        # A field of an optional object is null when the object is.
+        return OptT(t) if optional and not isinstance(t, OptT) else t
+
+    def _list(self, e: ast.ListExpr, deps: set[str]) -> Type:
+        items = [self.type_of(i, deps) for i in e.items]
+        item = join(items)
+        if isinstance(item, AnyT) and not any(isinstance(t, AnyT) for t in items):
+            kinds = ", ".join(dict.fromkeys(describe(t) for t in items))
+            self.ctx.report("type-mismatch", e.span, f"the items of this list have different types ({kinds})",
+                            "a list holds values of one type; convert with str(...) where needed")
+        return ListT(item)
+
+    def _call(self, e: ast.Call, deps: set[str]) -> Type:
+        ctx = self.ctx
+        arg_types = [self.type_of(a, deps) for a in e.args]
+        b = BUILTINS.get(e.func)
+        if b is None:
+            hint = did_you_mean(e.func, BUILTINS)
+            if e.func in self.ctx.pipelines or e.func in self.ctx.signatures:
+                hint = f"steps are declared on their own line: `x = ... {e.func}(...)`"
+            ctx.report("unknown-builtin", e.func_span, f"`{e.func}` is not a builtin function", hint)
+            return ANY
+        if e.kwargs or len(e.args) < b.min_args or (b.max_args is not None and len(e.args) > b.max_args):
+            ctx.report("bad-builtin-call", e.span, f"wrong arguments for `{e.func}`", f"usage: {b.usage}")
+            return ANY
+        result = b.check(arg_types)
+        if isinstance(result, str):
+            ctx.report("bad-builtin-call", e.span, result, f"usage: {b.usage}")
+            return ANY
+        return result
+
+
+def _literal_type(v) -> Type:
+    if isinstance(v, bool):
+        return BOOL
+    if isinstance(v, int):
+        return INT
+    if isinstance(v, float):
+        return FLOAT
+    if isinstance(v, str):
+        return EnumT((v,))
+    return NullT()
 
 
 def _check_body(ctx: Context, info: PipelineInfo) -> None:
     decl = info.decl
-    steps: dict[str, ast.Step] = {}
-    for s in decl.steps:
-        if s.name in steps:
-            ctx.report("duplicate-step", s.name_span, f"step `{s.name}` is already defined",
-                       f"first defined at line {steps[s.name].name_span.line}")
-        elif s.name in info.inputs:
-            ctx.report("duplicate-step", s.name_span, f"step `{s.name}` has the name of an input of `{info.name}`",
-                       "rename the step")
-        else:
-            steps[s.name] = s
+    steps = _collect_steps(ctx, info)
     for s in steps.values():
         ins, outs = _step_interface(ctx, info, s)
         if ins is not None:
@@ -218,66 +225,124 @@ def _check_body(ctx: Context, info: PipelineInfo) -> None:
     deps: dict[str, set[str]] = {}
     for s in steps.values():
         deps[s.name] = set()
-        ins = info.step_inputs.get(s.name)
-        given: set[str] = set()
-        misspelt: set[str] = set()  # inputs that an unknown argument is a near miss of
-        for kw in s.args:
-            if kw.name in given:
-                ctx.report("duplicate-argument", kw.name_span, f"argument `{kw.name}` is passed twice")
-                continue
-            given.add(kw.name)
-            t = exprs.type_of(kw.value, deps[s.name])
-            if ins is None:
-                continue
-            if kw.name not in ins:
-                ctx.report("unknown-argument", kw.name_span, f"`{s.target}` has no input `{kw.name}`",
-                           _close_or_available(kw.name, ins))
-                # A misspelt argument is one mistake: do not also report the input as missing.
-                misspelt.update(difflib.get_close_matches(kw.name, sorted(ins), n=1, cutoff=0.6))
-                continue
-            why = assignable(t, ins[kw.name])
-            if why is not None:
-                ctx.report("type-mismatch", kw.value.span,
-                           f"input `{kw.name}` of `{s.target}` is {describe(ins[kw.name])}, but this is {describe(t)}",
-                           why)
-        for name, t in (ins or {}).items():
-            if name not in given and name not in misspelt and not isinstance(t, OptT):
-                ctx.report("missing-argument", s.target_span, f"step `{s.name}` does not pass input `{name}` ({describe(t)})",
-                           f"add `{name}: ...` to the call")
+        _check_loop(ctx, info, exprs, s, deps[s.name])
+        _check_args(ctx, info, exprs, s, deps[s.name])
+        exprs.locals = {}
         if s.using is not None and s.module != "call" and s.using not in ctx.models:
             if s.using not in ctx.suppressed:
                 ctx.report("unknown-model", s.using_span, f"no model named `{s.using}`", did_you_mean(s.using, ctx.models))
 
     _check_step_cycles(ctx, steps, deps)
+    ret_deps = _check_return(ctx, info, exprs)
+    _check_unused(ctx, info, steps, deps, ret_deps | exprs.near_misses)
 
+
+def _collect_steps(ctx: Context, info: PipelineInfo) -> dict[str, ast.Step]:
+    steps: dict[str, ast.Step] = {}
+    for s in info.decl.steps:
+        if s.name in steps:
+            ctx.report("duplicate-step", s.name_span, f"step `{s.name}` is already defined",
+                       f"first defined at line {steps[s.name].name_span.line}")
+        elif s.name in info.inputs:
+            ctx.report("duplicate-step", s.name_span, f"step `{s.name}` has the name of an input of `{info.name}`",
+                       "rename the step")
+        else:
+            steps[s.name] = s
+    return steps
+
+
+def _check_loop(ctx: Context, info: PipelineInfo, exprs: _Exprs, s: ast.Step, deps: set[str]) -> None:
+    """`for x in list`: the list's type, and the loop variable in scope for the arguments."""
+    loop = s.loop
+    if loop is None:
+        return
+    t = exprs.type_of(loop.over, deps)
+    if isinstance(t, OptT):
+        ctx.report("not-a-list", loop.over.span, f"`{s.name}` loops over a value that may be null ({describe(t)})",
+                   "loop over a list that is always there, e.g. a required field")
+        item: Type = ANY
+    elif isinstance(t, ListT):
+        item = t.item
+    elif isinstance(t, AnyT):
+        item = ANY
+    else:
+        ctx.report("not-a-list", loop.over.span, f"`{s.name}` loops over a {describe(t)}, not a list",
+                   "map runs its target once per item of a list[...] value")
+        item = ANY
+    if loop.var in info.inputs or loop.var in exprs.steps:
+        what = "an input" if loop.var in info.inputs else "a step"
+        ctx.report("bad-loop", loop.var_span, f"the loop variable `{loop.var}` has the name of {what}",
+                   "give the loop variable its own name, e.g. `item`")
+    else:
+        exprs.locals = {loop.var: item}
+    info.loop_items[s.name] = item
+
+
+def _check_args(ctx: Context, info: PipelineInfo, exprs: _Exprs, s: ast.Step, deps: set[str]) -> None:
+    ins = info.step_inputs.get(s.name)
+    given: set[str] = set()
+    misspelt: set[str] = set()  # inputs that an unknown argument is a near miss of
+    for kw in s.args:
+        if kw.name in given:
+            ctx.report("duplicate-argument", kw.name_span, f"argument `{kw.name}` is passed twice")
+            continue
+        given.add(kw.name)
+        t = exprs.type_of(kw.value, deps)
+        if ins is None:
+            continue
+        if kw.name not in ins:
+            ctx.report("unknown-argument", kw.name_span, f"`{s.target}` has no input `{kw.name}`",
+                       _close_or_available(kw.name, ins))
+            # A misspelt argument is one mistake: do not also report the input as missing.
+            misspelt.update(difflib.get_close_matches(kw.name, sorted(ins), n=1, cutoff=0.6))
+            continue
+        why = assignable(t, ins[kw.name])
+        if why is not None:
+            ctx.report("type-mismatch", kw.value.span,
+                       f"input `{kw.name}` of `{s.target}` is {describe(ins[kw.name])}, but this is {describe(t)}",
+                       why)
+    for name, t in (ins or {}).items():
+        if name not in given and name not in misspelt and not isinstance(t, OptT):
+            ctx.report("missing-argument", s.target_span, f"step `{s.name}` does not pass input `{name}` ({describe(t)})",
+                       f"add `{name}: ...` to the call")
+
+
+def _check_return(ctx: Context, info: PipelineInfo, exprs: _Exprs) -> set[str]:
+    """Check the return statement; the names it reads."""
+    decl = info.decl
     ret_deps: set[str] = set()
     if decl.ret is None:
         if info.outputs:
             ctx.report("missing-return", decl.name_span, f"pipeline `{info.name}` never returns its outputs",
                        "end the body with `return " + ", ".join(f"{o}: ..." for o in info.outputs) + "`")
-    else:
-        returned: set[str] = set()
-        for kw in decl.ret.fields:
-            if kw.name in returned:
-                ctx.report("duplicate-field", kw.name_span, f"`{kw.name}` is returned twice")
-                continue
-            returned.add(kw.name)
-            t = exprs.type_of(kw.value, ret_deps)
-            if kw.name not in info.outputs:
-                ctx.report("unknown-output", kw.name_span, f"pipeline `{info.name}` declares no output `{kw.name}`",
-                           did_you_mean(kw.name, info.outputs))
-                continue
-            why = assignable(t, info.outputs[kw.name])
-            if why is not None:
-                ctx.report("type-mismatch", kw.value.span,
-                           f"output `{kw.name}` is {describe(info.outputs[kw.name])}, but this is {describe(t)}", why)
-        for name in info.outputs:
-            if name not in returned:
-                ctx.report("missing-output", decl.ret.span, f"output `{name}` is never returned",
-                           f"add `{name}: ...` to the return")
+        return ret_deps
+    returned: set[str] = set()
+    for kw in decl.ret.fields:
+        if kw.name in returned:
+            ctx.report("duplicate-field", kw.name_span, f"`{kw.name}` is returned twice")
+            continue
+        returned.add(kw.name)
+        t = exprs.type_of(kw.value, ret_deps)
+        if kw.name not in info.outputs:
+            ctx.report("unknown-output", kw.name_span, f"pipeline `{info.name}` declares no output `{kw.name}`",
+                       did_you_mean(kw.name, info.outputs))
+            continue
+        why = assignable(t, info.outputs[kw.name])
+        if why is not None:
+            ctx.report("type-mismatch", kw.value.span,
+                       f"output `{kw.name}` is {describe(info.outputs[kw.name])}, but this is {describe(t)}", why)
+    for name in info.outputs:
+        if name not in returned:
+            ctx.report("missing-output", decl.ret.span, f"output `{name}` is never returned",
+                       f"add `{name}: ...` to the return")
+    return ret_deps
 
-    # What reaches a return: everything else is unused.
-    reached, todo = set(), list(ret_deps | exprs.near_misses)
+
+def _check_unused(ctx: Context, info: PipelineInfo, steps: dict[str, ast.Step], deps: dict[str, set[str]],
+                  roots: set[str]) -> None:
+    """What reaches a return (or a near miss of a typo): everything else is unused."""
+    decl = info.decl
+    reached, todo = set(), list(roots)
     while todo:
         n = todo.pop()
         if n not in reached:
@@ -288,7 +353,7 @@ def _check_body(ctx: Context, info: PipelineInfo) -> None:
             if s.name not in reached:
                 ctx.report("unused-step", s.name_span, f"the result of step `{s.name}` is never used",
                            "it is removed from the graph; return one of its fields or delete it")
-    read = set().union(*deps.values(), ret_deps, exprs.near_misses)
+    read = set().union(*deps.values(), roots)
     for p in decl.inputs:
         if p.name not in read:
             ctx.report("unused-input", p.span, f"input `{p.name}` of `{info.name}` is never read")

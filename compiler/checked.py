@@ -50,6 +50,7 @@ class PipelineInfo:
     step_outputs: dict[str, dict[str, Type]] = field(default_factory=dict)
     step_inputs: dict[str, dict[str, Type]] = field(default_factory=dict)
     calls: set[str] = field(default_factory=set)  # pipelines this one calls
+    loop_items: dict[str, Type] = field(default_factory=dict)  # map step -> its loop variable's type
 
 
 @dataclass

@@ -92,6 +92,9 @@ CODES: dict[str, tuple[str, str]] = {
     "unknown-pipeline": (ERROR, "an optimize block names no declared pipeline"),
     "bad-function-ref": (ERROR, "a `call` step without a `file.py:function` reference, or another module with one"),
     "bad-using": (ERROR, "`using` on a step that calls no model"),
+    "bad-loop": (ERROR, "`map` without `for x in list`, `for` on another kind of step, or a loop variable "
+                        "that hides a name"),
+    "not-a-list": (ERROR, "`map ... for x in VALUE` where VALUE is not a list"),
     # types
     "type-mismatch": (ERROR, "a value's type does not fit where it flows"),
     "bad-union": (ERROR, "a union of anything but string literals"),

@@ -1,9 +1,16 @@
 """Helpers for the IR: a typed networkx.DiGraph per pipeline.
 
+This module is the contract between the compiler, the runtime and the optimizers: node ids,
+the kinds of node, and the shapes of nodes, fields and expressions. What each kind of step
+does lives in compiler/kinds/ (one module per kind, registered in `compiler.kinds.KINDS`).
+
 Node ids: `in:NAME` (pipeline inputs), `out:NAME` (pipeline outputs), and step names (a step
-inlined from a called pipeline is `caller_step/inner_step`). A step node's `bindings` map
-each input argument to an expression; edges are derived from the `ref`s in those
-expressions. Expressions are JSON values:
+inlined from a called pipeline is `caller_step/inner_step`). Always build them with
+`input_id`, `output_id` and `inlined_id`. A node whose kind holds a sub-graph (`map`) keeps
+it in its `body` attribute; a node inside a body is named from outside by a *site id*,
+`step[*]/inner` (see `site`, `parameter_sites`). A step node's `bindings` map each input
+argument to an expression; edges are derived from the `ref`s in those expressions.
+Expressions are JSON values:
 
     {"ref": NODE_ID, "path": [FIELD, ...]}   a pipeline input, or a step's output field
     {"lit": VALUE}                           a literal
@@ -13,22 +20,100 @@ expressions. Expressions are JSON values:
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterator
+from enum import Enum
+from typing import Any, Callable, Iterator, Optional, TypedDict, Union
 
 import networkx as nx
 
 from lmpc.compiler.types import ObjT, OptT, describe, from_schema
 
-PROMPT_KINDS = ("predict", "chain_of_thought")
-STEP_KINDS = PROMPT_KINDS + ("call", "pipeline")
+
+class NodeKind(str, Enum):
+    """The `kind` attribute of a node. Step kinds are described by compiler/kinds/."""
+
+    INPUT = "input"
+    OUTPUT = "output"
+    PREDICT = "predict"
+    CHAIN_OF_THOUGHT = "chain_of_thought"
+    CALL = "call"
+    MAP = "map"
+    PIPELINE = "pipeline"  # a call of another pipeline: exists only until the inline pass
+
+    def __str__(self) -> str:
+        return self.value
+
+
+# -- shapes ------------------------------------------------------------------------------------
+class Field(TypedDict):
+    type: str  # how the type reads (keeps declared names like `Label`)
+    schema: dict  # the JSON Schema lmpc's to_schema builds from the type
+    description: Optional[str]
+
+
+class Ref(TypedDict):
+    ref: str  # a node id
+    path: list[str]  # field names: the first one is a step's output field
+
+
+Expr = Union[Ref, dict]  # also {"lit": V}, {"list": [Expr]}, {"call": NAME, "args": [Expr]}
+
+
+class StepNode(TypedDict, total=False):
+    """A step node's attributes (compiler/kinds/<kind>.py lists which ones each kind uses)."""
+
+    kind: str
+    step: str  # the step's name as written (inlined: caller/inner)
+    bindings: dict[str, Expr]  # exactly one per input
+    inputs: dict[str, Field]
+    outputs: dict[str, Field]
+    model: Optional[str]
+    span: Optional[dict]
+    level: int  # derived (annotate pass)
+    signature: str  # predict, chain_of_thought, call
+    instructions: str  # prompt kinds
+    demos: list[dict]  # prompt kinds
+    fn: str  # call: "file.py:function"
+    item: str  # map: the loop variable (also the input bound to the list)
+    target: str  # map: the signature or pipeline run per item
+    body: nx.DiGraph  # map: the sub-graph run per item
+
+
+# -- ids ---------------------------------------------------------------------------------------
+INPUT_PREFIX = "in:"
+OUTPUT_PREFIX = "out:"
+SITE_SEP = "[*]/"  # between a node holding a body and a node of that body
 
 
 def input_id(name: str) -> str:
-    return f"in:{name}"
+    return f"{INPUT_PREFIX}{name}"
 
 
 def output_id(name: str) -> str:
-    return f"out:{name}"
+    return f"{OUTPUT_PREFIX}{name}"
+
+
+def input_name(nid: str) -> str | None:
+    """The input's name for an input node id, else None."""
+    return nid[len(INPUT_PREFIX):] if nid.startswith(INPUT_PREFIX) else None
+
+
+def inlined_id(call_step: str, inner: str) -> str:
+    """The id of a callee's node once inlined into the step that called it."""
+    return f"{call_step}/{inner}"
+
+
+def site_id(outer: str, inner: str) -> str:
+    """The id of node `inner` of the body of node `outer`, seen from the outer graph."""
+    return f"{outer}{SITE_SEP}{inner}"
+
+
+def item_step(step: str, index: int, inner: str) -> str:
+    """How traces and errors name one item's run of a body's step: `notes[2]/Summarize`."""
+    return f"{step}[{index}]/{inner}"
+
+
+def is_step(d: dict) -> bool:
+    return d["kind"] not in (NodeKind.INPUT, NodeKind.OUTPUT)
 
 
 def refs(expr: dict) -> Iterator[dict]:
@@ -55,7 +140,7 @@ def value_schema(g: nx.DiGraph, ref: dict) -> dict:
     """The JSON Schema of the value a ref points at."""
     node = g.nodes[ref["ref"]]
     path = list(ref["path"])
-    if node["kind"] == "input":
+    if node["kind"] == NodeKind.INPUT:
         schema = node["schema"]
     else:
         if not path:
@@ -80,9 +165,9 @@ def value_type(g: nx.DiGraph, ref: dict) -> str:
     """How the type of a ref's value reads (keeps declared names like `Label`)."""
     node = g.nodes[ref["ref"]]
     path = ref["path"]
-    if node["kind"] == "input" and not path:
+    if node["kind"] == NodeKind.INPUT and not path:
         return node["type"]
-    if node["kind"] != "input" and len(path) == 1:
+    if node["kind"] != NodeKind.INPUT and len(path) == 1:
         return node["outputs"][path[0]]["type"]
     return describe(from_schema(value_schema(g, ref)))
 
@@ -102,22 +187,63 @@ def rebuild_edges(g: nx.DiGraph) -> None:
 
 
 def step_nodes(g: nx.DiGraph) -> list[str]:
-    return [n for n, d in g.nodes(data=True) if d["kind"] in STEP_KINDS]
+    return [n for n, d in g.nodes(data=True) if is_step(d)]
+
+
+def _order(g: nx.DiGraph) -> list[str]:
+    return g.graph.get("order") or list(nx.topological_sort(g))
 
 
 def prompt_nodes(g: nx.DiGraph) -> list[str]:
-    """The parameter sites optimizers rewrite (instructions, demos), in run order."""
-    order = g.graph.get("order") or list(nx.topological_sort(g))
-    return [n for n in order if g.nodes[n]["kind"] in PROMPT_KINDS]
+    """The parameter sites optimizers rewrite (instructions, demos) in this graph's own nodes,
+    in run order. Sites inside a node's body (a map) are listed by `parameter_sites`."""
+    from lmpc.compiler.kinds import KINDS
+
+    return [n for n in _order(g) if _is_prompt(KINDS, g.nodes[n])]
+
+
+def _is_prompt(kinds: dict, d: dict) -> bool:
+    kind = kinds.get(d["kind"])  # `pipeline` nodes (before inlining) have no kind module
+    return kind is not None and kind.prompt
+
+
+def walk(g: nx.DiGraph, prefix: str = "") -> Iterator[tuple[str, dict]]:
+    """Every node of the graph and of the bodies it holds, with its site id, in run order."""
+    for nid in _order(g):
+        d = g.nodes[nid]
+        yield prefix + nid, d
+        if "body" in d:
+            yield from walk(d["body"], site_id(prefix + nid, ""))
+
+
+def parameter_sites(g: nx.DiGraph) -> list[str]:
+    """Every prompt node, bodies included (`notes[*]/Summarize`), in run order: read and set
+    one with `site(g, id)`."""
+    from lmpc.compiler.kinds import KINDS
+
+    return [sid for sid, d in walk(g) if _is_prompt(KINDS, d)]
+
+
+def site(g: nx.DiGraph, sid: str) -> dict:
+    """The attributes of the node a site id names (a node of g, or of a body inside it)."""
+    outer, sep, rest = sid.partition(SITE_SEP)
+    if not sep:
+        return g.nodes[sid]
+    return site(g.nodes[outer]["body"], rest)
 
 
 def to_json(g: nx.DiGraph) -> dict[str, Any]:
-    """A deterministic JSON form of the graph (node-link, sorted)."""
+    """A deterministic JSON form of the graph (node-link, sorted); bodies nested the same way."""
     data = nx.node_link_data(g, edges="edges")
-    data["nodes"] = sorted(data["nodes"], key=lambda n: n["id"])
+    data["nodes"] = sorted(({**n, "body": to_json(n["body"])} if "body" in n else n for n in data["nodes"]),
+                           key=lambda n: n["id"])
     data["edges"] = sorted(data["edges"], key=lambda e: (e["source"], e["target"]))
     return data
 
 
 def from_json(data: dict[str, Any]) -> nx.DiGraph:
-    return nx.node_link_graph(data, directed=True, edges="edges")
+    g = nx.node_link_graph(data, directed=True, edges="edges")
+    for _, d in g.nodes(data=True):
+        if isinstance(d.get("body"), dict):
+            d["body"] = from_json(d["body"])
+    return g

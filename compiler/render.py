@@ -6,18 +6,15 @@ import json
 
 import networkx as nx
 
-from lmpc.compiler.ir import to_json
+from lmpc.compiler.ir import NodeKind, site_id, to_json
+from lmpc.compiler.kinds import KINDS
 
 
 def _label(nid: str, d: dict) -> str:
     kind = d["kind"]
-    if kind in ("input", "output"):
+    if kind in (NodeKind.INPUT, NodeKind.OUTPUT):
         return f"{kind} {d['name']}: {d['type']}"
-    outs = ", ".join(f"{n}: {f['type']}" for n, f in d.get("outputs", {}).items())
-    target = d.get("signature") or d.get("pipeline")
-    model = f" using {d['model']}" if d.get("model") else ""
-    demos = f" [{len(d['demos'])} demos]" if d.get("demos") else ""
-    return f"{nid} = {kind} {target}{model}{demos} -> ({outs})"
+    return KINDS[kind].label(nid, d)  # each kind says how it reads
 
 
 def _edge_label(d: dict) -> str:
@@ -36,15 +33,31 @@ def _mermaid_id(nid: str) -> str:
     return "n_" + "".join(part(c) for c in nid)
 
 
-def to_mermaid(g: nx.DiGraph) -> str:
+def _mermaid_nodes(g: nx.DiGraph, prefix: str, indent: str) -> list[str]:
     esc = lambda s: s.replace('"', "#quot;")  # noqa: E731
-    lines = ["flowchart TD", f"  %% pipeline {g.graph['name']}"]
+    lines = []
     for nid in g.graph.get("order", g.nodes):
         d = g.nodes[nid]
-        shape = ("([", "])") if d["kind"] in ("input", "output") else ("[", "]")
-        lines.append(f'  {_mermaid_id(nid)}{shape[0]}"{esc(_label(nid, d))}"{shape[1]}')
-    for u, v, d in sorted(g.edges(data=True)):
-        lines.append(f'  {_mermaid_id(u)} -->|"{esc(_edge_label(d))}"| {_mermaid_id(v)}')
+        shape = ("([", "])") if d["kind"] in (NodeKind.INPUT, NodeKind.OUTPUT) else ("[", "]")
+        lines.append(f'{indent}{_mermaid_id(prefix + nid)}{shape[0]}"{esc(_label(nid, d))}"{shape[1]}')
+        if "body" in d:  # a node's body: a subgraph, run once per item
+            sub = site_id(prefix + nid, "")
+            lines.append(f'{indent}subgraph {_mermaid_id(sub)}["{esc(f"{nid}: each item")}"]')
+            lines += _mermaid_nodes(d["body"], sub, indent + "  ")
+            lines += _mermaid_edges(d["body"], sub, indent + "  ")
+            lines.append(f"{indent}end")
+    return lines
+
+
+def _mermaid_edges(g: nx.DiGraph, prefix: str, indent: str) -> list[str]:
+    esc = lambda s: s.replace('"', "#quot;")  # noqa: E731
+    return [f'{indent}{_mermaid_id(prefix + u)} -->|"{esc(_edge_label(d))}"| {_mermaid_id(prefix + v)}'
+            for u, v, d in sorted(g.edges(data=True))]
+
+
+def to_mermaid(g: nx.DiGraph) -> str:
+    lines = ["flowchart TD", f"  %% pipeline {g.graph['name']}"]
+    lines += _mermaid_nodes(g, "", "  ") + _mermaid_edges(g, "", "  ")
     return "\n".join(lines) + "\n"
 
 

@@ -16,7 +16,8 @@ from typing import Any
 import networkx as nx
 
 from lmpc.compiler.options import STRATEGY_OPTIONS
-from lmpc.compiler.ir import PROMPT_KINDS, prompt_nodes
+from lmpc.compiler.ir import prompt_nodes
+from lmpc.compiler.kinds import PROMPT_KINDS
 from lmpc.optimizers.base import OptimizeContext, Optimizer, OptimizerConfigError, OptimizeResult
 from lmpc.optimizers.coverage import choose, label_counts, label_name
 from lmpc.optimizers.demos import copy_graph, label_fields, rng_for

@@ -22,12 +22,10 @@ from typing import Any, Iterable, Sequence
 
 import networkx as nx
 
-from lmpc.compiler.ir import prompt_nodes, refs
+from lmpc.compiler.ir import NodeKind, input_id, prompt_nodes, refs
+from lmpc.compiler.kinds import KINDS
 from lmpc.runtime.data import Example
 from lmpc.runtime.values import evaluate, get_path, validation_error
-
-REASONING = "reasoning"
-
 
 def copy_graph(graph: nx.DiGraph) -> nx.DiGraph:
     """A deep copy: optimizers never mutate the graph they are given."""
@@ -40,8 +38,10 @@ def rng_for(*parts: Any) -> random.Random:
 
 
 def answer_fields(node: dict) -> list[str]:
-    """The outputs a labeled demo must supply: all but chain_of_thought's `reasoning`."""
-    return [n for n in node["outputs"] if not (n == REASONING and node["kind"] == "chain_of_thought")]
+    """The outputs a labeled demo must supply: all but those the kind adds (chain_of_thought's
+    `reasoning`)."""
+    generated = KINDS[node["kind"]].generated_outputs(node)
+    return [n for n in node["outputs"] if n not in generated]
 
 
 def _is_label_schema(schema: dict) -> bool:
@@ -81,11 +81,11 @@ def label_plan(graph: nx.DiGraph, nid: str) -> LabelPlan:
     node = graph.nodes[nid]
     for arg, expr in node["bindings"].items():
         for r in refs(expr):
-            if graph.nodes[r["ref"]]["kind"] != "input":
+            if graph.nodes[r["ref"]]["kind"] != NodeKind.INPUT:
                 return LabelPlan(nid, reason=f"its input `{arg}` comes from step `{r['ref']}`, not from the "
                                              f"pipeline's inputs")
     returned: dict[str, str] = {}
-    for oid in sorted(n for n, d in graph.nodes(data=True) if d["kind"] == "output"):
+    for oid in sorted(n for n, d in graph.nodes(data=True) if d["kind"] == NodeKind.OUTPUT):
         value = graph.nodes[oid]["bindings"]["value"]
         if value.get("ref") == nid and len(value.get("path", ())) == 1:
             returned.setdefault(value["path"][0], graph.nodes[oid]["name"])
@@ -110,7 +110,7 @@ def labeled_demo(graph: nx.DiGraph, plan: LabelPlan, example: Example) -> dict[s
         if validation_error(value, node["outputs"][name]["schema"]) is not None:
             return None
         outputs[name] = value
-    values = {f"in:{k}": v for k, v in example.inputs.items()}
+    values = {input_id(k): v for k, v in example.inputs.items()}
     try:
         inputs = {arg: evaluate(expr, lambda ref, path: get_path(values[ref], path))
                   for arg, expr in node["bindings"].items()}

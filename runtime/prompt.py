@@ -11,10 +11,13 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from lmpc.compiler.kinds import KINDS
+from lmpc.compiler.kinds.chain_of_thought import REASONING_MAX_CHARS  # noqa: F401  (re-exported)
+from lmpc.compiler.kinds.predict import DEMO_FORMATS  # noqa: F401  (re-exported)
+
 # Decoding bounds. A small model can repeat itself inside a string or a list until
 # max_tokens, leaving JSON that never closes; with these bounds the grammar forces every
 # string and list to close, and max_tokens is sized to the bound (decoding_budget).
-REASONING_MAX_CHARS = 400
 TEXT_MAX_CHARS = 1000  # a free-text output field
 ITEM_MAX_CHARS = 200  # a string inside a list or an object
 LIST_MAX_ITEMS = 10
@@ -22,9 +25,9 @@ MAX_DECODING_TOKENS = 2048
 
 
 def output_schema(node: dict) -> dict:
-    """The JSON object a prompt node must produce (validation); reasoning comes first."""
-    props: dict[str, Any] = {"reasoning": {"type": "string"}} if node["kind"] == "chain_of_thought" else {}
-    props.update((name, f["schema"]) for name, f in node["outputs"].items() if name not in props)
+    """The JSON object a prompt node must produce (validation), its fields in the node's order
+    (chain_of_thought's lowering put `reasoning` first)."""
+    props: dict[str, Any] = {name: f["schema"] for name, f in node["outputs"].items()}
     return {"type": "object", "properties": props, "required": list(props), "additionalProperties": False}
 
 
@@ -47,7 +50,7 @@ def decoding_schema(node: dict) -> dict:
     schema = output_schema(node)
     props = {}
     for name, s in schema["properties"].items():
-        limit = REASONING_MAX_CHARS if name == "reasoning" and node["kind"] == "chain_of_thought" else TEXT_MAX_CHARS
+        limit = KINDS[node["kind"]].text_limit(name) or TEXT_MAX_CHARS  # a field the kind adds may have its own
         props[name] = _bounded(s, limit)
     return {**schema, "properties": props}
 
@@ -99,9 +102,6 @@ def system_message(node: dict) -> str:
     names = ", ".join(f'"{n}"' for n in node["outputs"])
     lines += ["", f"Answer with one JSON object with the keys {names}."]
     return "\n".join(lines)
-
-
-DEMO_FORMATS = ("turns", "block")
 
 
 def render_messages(node: dict, inputs: dict[str, Any]) -> list[dict[str, str]]:

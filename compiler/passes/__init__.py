@@ -24,8 +24,12 @@ PASSES: tuple[Pass, ...] = (inline_calls, prune_unused, annotate_order)
 
 
 def run_passes(name: str, raw: dict[str, nx.DiGraph]) -> nx.DiGraph:
-    ctx = PassContext(raw)
-    g = raw[name].copy()
+    return run_passes_on(raw[name].copy(), PassContext(raw))
+
+
+def run_passes_on(g: nx.DiGraph, ctx: PassContext) -> nx.DiGraph:
+    """The passes over one graph (a pipeline's, or a node's body: inline_calls runs them on
+    bodies first)."""
     for p in PASSES:
         g = p(g, ctx)
     return g

@@ -12,7 +12,7 @@ import copy
 
 import networkx as nx
 
-from lmpc.compiler.ir import map_refs, rebuild_edges, refs
+from lmpc.compiler.ir import NodeKind, inlined_id, input_name, map_refs, rebuild_edges, refs
 
 
 def _extend(expr: dict, rest: list[str]) -> dict:
@@ -32,8 +32,26 @@ def _inlined(pipeline: str, ctx) -> nx.DiGraph:
     return ctx.inlined[pipeline]
 
 
+def _set_body_model(node: dict, model: str | None) -> None:
+    """`using` on a call applies inside the bodies of the callee's nodes too."""
+    for _, d in node.get("body", nx.DiGraph()).nodes(data=True):
+        if d.get("model") is None and d["kind"] not in (NodeKind.INPUT, NodeKind.OUTPUT, NodeKind.CALL):
+            d["model"] = model
+            _set_body_model(d, model)
+
+
+def _passes_on_bodies(g: nx.DiGraph, ctx) -> None:
+    """A node's body (a map's) goes through the same passes as a pipeline, first."""
+    from lmpc.compiler.passes import run_passes_on
+
+    for _, d in g.nodes(data=True):
+        if "body" in d and not d["body"].graph.get("order"):
+            d["body"] = run_passes_on(d["body"], ctx)
+
+
 def inline_calls(g: nx.DiGraph, ctx) -> nx.DiGraph:
-    calls = [n for n, d in g.nodes(data=True) if d["kind"] == "pipeline"]
+    _passes_on_bodies(g, ctx)
+    calls = [n for n, d in g.nodes(data=True) if d["kind"] == NodeKind.PIPELINE]
     if not calls:
         return g
     returns_of: dict[str, dict[str, dict]] = {}  # call node -> output name -> returned expression
@@ -43,26 +61,26 @@ def inline_calls(g: nx.DiGraph, ctx) -> nx.DiGraph:
         args = node["bindings"]
 
         def rename(ref: dict) -> dict:
-            src = ref["ref"]
-            if src.startswith("in:"):
-                name = src[3:]
+            name = input_name(ref["ref"])
+            if name is not None:
                 return _extend(copy.deepcopy(args.get(name, {"lit": None})), ref["path"])
-            return {"ref": f"{call}/{src}", "path": list(ref["path"])}
+            return {"ref": inlined_id(call, ref["ref"]), "path": list(ref["path"])}
 
         returns: dict[str, dict] = {}
         for nid, data in callee.nodes(data=True):
-            if data["kind"] == "input":
+            if data["kind"] == NodeKind.INPUT:
                 continue
             bindings = {a: map_refs(e, rename) for a, e in data.get("bindings", {}).items()}
-            if data["kind"] == "output":
+            if data["kind"] == NodeKind.OUTPUT:
                 returns[data["name"]] = bindings["value"]
                 continue
             new = copy.deepcopy({k: v for k, v in data.items() if k != "bindings"})
             new["bindings"] = bindings
-            new["step"] = f"{call}/{data['step']}"
-            if new.get("model") is None and new["kind"] != "call":
+            new["step"] = inlined_id(call, data["step"])
+            if new.get("model") is None and new["kind"] != NodeKind.CALL:
                 new["model"] = node.get("model")  # `using` on a call applies inside it
-            g.add_node(f"{call}/{nid}", **new)
+                _set_body_model(new, node.get("model"))
+            g.add_node(inlined_id(call, nid), **new)
         returns_of[call] = returns
     g.remove_nodes_from(calls)
 

@@ -18,7 +18,9 @@ def _node(kind: str, outputs: dict) -> dict:
 
 
 def test_decoding_schema_bounds_text_and_lists_but_validation_does_not():
+    # a lowered chain_of_thought node: lowering put `reasoning` first (compiler/kinds/chain_of_thought.py)
     node = _node("chain_of_thought", {
+        "reasoning": {"type": "string"},
         "label": {"type": "string", "enum": ["a", "b"]},
         "reasons": {"type": "array", "items": {"type": "string"}},
         "reply": {"anyOf": [{"type": "string"}, {"type": "null"}]},
