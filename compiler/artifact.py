@@ -23,6 +23,7 @@ import networkx as nx
 
 from lmpc.compiler.artifact_graph import GraphFormatError, graph_from_json, graph_to_json, safe_relative_file
 from lmpc.compiler.checked import CheckedProgram
+from lmpc.compiler.ir import NodeKind, walk
 
 FORMAT = "lmpc-artifact"
 # 2: fields are ordered lists, types instead of JSON Schemas, no derived data, Python files
@@ -80,10 +81,8 @@ def code_refs(graphs: dict[str, nx.DiGraph], optimize: dict[str, Any]) -> dict[s
     """Python files an artifact names -> what uses them (call steps, a Python metric)."""
     files: dict[str, list[str]] = {}
     for name in sorted(graphs):
-        g = graphs[name]
-        for nid in sorted(g.nodes):
-            d = g.nodes[nid]
-            if d["kind"] == "call":
+        for _, d in sorted(walk(graphs[name]), key=lambda item: item[0]):  # bodies (map) included
+            if d["kind"] == NodeKind.CALL:
                 files.setdefault(d["fn"].partition(":")[0], []).append(f"step `{d['step']}` of `{name}`")
     metric = optimize.get("metric")
     if isinstance(metric, dict) and metric.get("kind") == "python":

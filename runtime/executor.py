@@ -1,10 +1,15 @@
 """Run a pipeline graph over a batch of rows.
 
-Scheduling: nodes run level by level (a level's nodes do not depend on each other). Within a
-level, all calls of one prompt node are issued back to back across rows, so llama.cpp reuses
-the KV cache of the shared prefix (instructions, demos) and pays only for each row's input.
-Calls to a local model go through one lane (its single llama.cpp context, in order); calls
-to remote models and Python functions run concurrently on a thread pool.
+Scheduling: nodes run level by level (a level's nodes do not depend on each other). Each
+row's node runs as its kind's generator (compiler/kinds/): it yields requests (a model call,
+a Python call, a run of its body over items) and gets their results, any number of times.
+The executor gathers the pending requests of all rows of a level and serves them together:
+all calls of one prompt node are issued back to back across rows, so llama.cpp reuses the KV
+cache of the shared prefix (instructions, demos) and pays only for each row's input. Calls to
+a local model go through one lane (its single llama.cpp context, in order); calls to remote
+models and Python functions run concurrently on a thread pool. A node's body (map) runs
+through a child executor over all items of all rows at once, so its prompt node's calls are
+back to back too; its traces name the item (`notes[2]/Summarize`) and keep the row.
 
 Thread-safety: one Executor serves concurrent run() calls (Program.batch from many threads);
 everything a batch decides (sample, temperature, run id, cancel token) lives in its own _Run,
@@ -26,18 +31,14 @@ from typing import Any
 
 import networkx as nx
 
+from lmpc.compiler.ir import NodeKind, input_id, is_step, item_step
+from lmpc.compiler.kinds import KINDS, CallFunction, Generate, RunBody
 from lmpc.runtime.budget import BudgetExceededError, CallBudget
-from lmpc.runtime.cache import CallCache, call_key
-from lmpc.runtime.calls import load_function, run_function
-from lmpc.runtime.embed import KnnDemos
+from lmpc.runtime.cache import CallCache
 from lmpc.runtime.errors import ConfigurationError, Interrupted, LmpcRuntimeError, OutputError
-from lmpc.runtime.models import CancelToken, GenerationRequest
-from lmpc.runtime.outputs import parse_output
+from lmpc.runtime.models import CancelToken
+from lmpc.runtime.perform import Performer
 from lmpc.runtime.pool import ModelPool
-from lmpc.runtime.prompt import (
-    MAX_DECODING_TOKENS, decoding_budget, decoding_schema, output_schema, render_messages,
-)
-from lmpc.runtime.redact import redact_known
 from lmpc.runtime.trace import TraceEvent, TraceLog
 from lmpc.runtime.values import evaluate, get_path, validation_error
 
@@ -82,6 +83,20 @@ class RowState:
     outputs: dict[str, Any] | None = None
 
 
+@dataclass
+class _Task:
+    """One node for one row: its kind's generator, the request it waits on, the reply."""
+
+    nid: str
+    st: RowState
+    node: dict
+    gen: Any = None
+    request: Any = None
+    reply: Any = None
+    served: int = 0  # requests served so far (the trace ids of later ones are numbered)
+    done: bool = False
+
+
 def where(node: dict) -> str:
     span = node.get("span") or {}
     loc = f" ({span['file']}:{span['line']}:{span['col']})" if span else ""
@@ -91,7 +106,10 @@ def where(node: dict) -> str:
 class Executor:
     def __init__(self, graph: nx.DiGraph, pool: ModelPool, cache: CallCache, trace_log: TraceLog | None,
                  base_dir: Path | None, model_override: str | None = None, max_workers: int = 8,
-                 budget: CallBudget | None = None):
+                 budget: CallBudget | None = None, *, models: dict | None = None,
+                 default_model: str | None = None, threads: ThreadPoolExecutor | None = None):
+        """`models`, `default_model` and `threads` are given to a body's executor by the one
+        that runs it (a body graph has no models of its own)."""
         self.g = graph
         self.pool = pool
         self.cache = cache
@@ -99,48 +117,36 @@ class Executor:
         self.base_dir = base_dir or Path.cwd()
         self.model_override = model_override
         self.budget = budget
-        self.threads = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="lmpc-step")
-        self._knn: dict[str, KnnDemos] = {}  # step -> its kNN demo chooser (knn_few_shot), made on first use
-        self._knn_lock = threading.Lock()
+        self._owns_threads = threads is None
+        self.threads = threads or ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="lmpc-step")
+        self.perform = Performer(pool, cache, self.base_dir, models if models is not None else graph.graph["models"],
+                                 default_model or graph.graph["default_model"], model_override, budget)
+        self._children: dict[str, Executor] = {}  # node -> the executor of its body
+        self._children_lock = threading.Lock()
         order = graph.graph.get("order") or list(nx.topological_sort(graph))
-        steps = [n for n in order if graph.nodes[n]["kind"] not in ("input", "output")]
+        steps = [n for n in order if is_step(graph.nodes[n])]
         levels: dict[int, list[str]] = {}
         for n in steps:
             levels.setdefault(graph.nodes[n]["level"], []).append(n)
         self.levels = [levels[k] for k in sorted(levels)]
 
     def model_name(self, node: dict) -> str:
-        return self.model_override or node.get("model") or self.g.graph["default_model"]
+        return self.perform.model_name(node)
 
     # -- a batch -------------------------------------------------------------------------
-    def run(self, rows: list[dict[str, Any]], sample: int = 0, temperature: float | None = None) -> list[RowState]:
+    def run(self, rows: list[dict[str, Any]], sample: int = 0, temperature: float | None = None,
+            *, parent: _Run | None = None) -> list[RowState]:
         """Run rows. `sample` > 0 asks for another sample of every call (a distinct cache key);
         `temperature` overrides the models' own (bootstrapping uses both). Raises the first
-        ConfigurationError (after stopping the batch), and KeyboardInterrupt at once on Ctrl-C."""
-        run = _Run(uuid.uuid4().hex[:8], sample, temperature)
+        ConfigurationError (after stopping the batch), and KeyboardInterrupt at once on Ctrl-C.
+        `parent`: the batch of the executor running this one's graph as a body (its settings,
+        cancel token and failure are shared)."""
+        run = parent or _Run(uuid.uuid4().hex[:8], sample, temperature)
         states = [self._start_row(i, row) for i, row in enumerate(rows)]
         logged = [0] * len(states)
         try:
             for level in self.levels:
-                lanes: dict[str, list[tuple[str, RowState]]] = {}
-                singles: list[tuple[str, RowState]] = []
-                for nid in level:
-                    lane = self._lane(nid)
-                    for st in states:
-                        if st.error is None:
-                            (lanes.setdefault(lane, []) if lane else singles).append((nid, st))
-                futures = [self.threads.submit(self._run_lane, tasks, run) for tasks in lanes.values()]
-                futures += [self.threads.submit(self._run_lane, [t], run) for t in singles]
-                try:
-                    wait(futures)
-                except BaseException:  # Ctrl-C while waiting: start nothing more, stop what runs
-                    run.cancel.cancel()
-                    for f in futures:
-                        f.cancel()
-                    wait(futures, timeout=INTERRUPT_GRACE_S)
-                    raise
-                for f in futures:
-                    f.result()  # re-raise internal bugs; user-facing failures are on the rows
+                self._run_level(level, states, run)
                 if run.failure is not None:
                     raise run.failure
                 logged = self._log_traces(states, logged)  # after each level: a killed run keeps them
@@ -151,16 +157,45 @@ class Executor:
                 self._finish_row(st)
         return states
 
-    def _lane(self, nid: str) -> str | None:
-        node = self.g.nodes[nid]
-        if node["kind"] == "call":
-            return None
-        name = self.model_name(node)
+    def _run_level(self, level: list[str], states: list[RowState], run: _Run) -> None:
+        """Start every row's generator for the level's nodes, then serve their requests in
+        rounds until all have returned (one round for kinds that make one call)."""
+        tasks = [self._start(nid, st) for nid in level for st in states if st.error is None]
+        pending = [t for t in tasks if not t.done]
+        while pending:
+            self._serve(pending, run)
+            if run.cancel.cancelled:
+                return  # interrupted, or a configuration error (run() raises it)
+            for t in pending:
+                self._advance(t)
+            pending = [t for t in pending if not t.done]
+
+    def _serve(self, tasks: list[_Task], run: _Run) -> None:
+        """Answer each task's request: bodies first (a child run each, in this thread), then
+        model and Python calls in lanes."""
+        bodies: dict[str, list[_Task]] = {}
+        lanes: dict[str, list[_Task]] = {}
+        singles: list[_Task] = []
+        for t in tasks:
+            if isinstance(t.request, RunBody):
+                bodies.setdefault(t.nid, []).append(t)
+                continue
+            lane = self.perform.lane(t.node, isinstance(t.request, Generate))
+            (lanes.setdefault(lane, []) if lane else singles).append(t)
+        for nid, group in bodies.items():
+            self._run_bodies(nid, group, run)
+        futures = [self.threads.submit(self._run_lane, group, run) for group in lanes.values()]
+        futures += [self.threads.submit(self._run_lane, [t], run) for t in singles]
         try:
-            concurrent = self.pool.get(name).supports_concurrency
-        except LmpcRuntimeError:
-            concurrent = False  # the call itself reports the error, row by row
-        return None if concurrent else f"model:{name}"
+            wait(futures)
+        except BaseException:  # Ctrl-C while waiting: start nothing more, stop what runs
+            run.cancel.cancel()
+            for f in futures:
+                f.cancel()
+            wait(futures, timeout=INTERRUPT_GRACE_S)
+            raise
+        for f in futures:
+            f.result()  # re-raise internal bugs; user-facing failures are on the rows
 
     def _log_traces(self, states: list[RowState], logged: list[int]) -> list[int]:
         """Append each row's events after its mark `logged` that finished (not the calls an
@@ -170,29 +205,29 @@ class Executor:
                                    if e.latency_s > 0 and not e.extra.get("interrupted")])
         return [len(st.trace) for st in states]
 
-    def _run_lane(self, tasks: list[tuple[str, RowState]], run: _Run) -> None:
-        for nid, st in tasks:
+    def _run_lane(self, tasks: list[_Task], run: _Run) -> None:
+        for t in tasks:
             if run.cancel.cancelled:
                 return  # interrupted, or a configuration error: send nothing more
+            st, node = t.st, t.node
             if st.error is not None:
                 continue
             try:
-                st.values[nid] = self._run_node(nid, st, run)
+                t.reply = self._perform(t, run)
             except BudgetExceededError:
                 raise  # stops the whole run, not just this row
             except Interrupted as e:
                 if run.cancel.cancelled:
                     return  # this batch is being abandoned: no row result to record
                 # the call was cancelled from elsewhere (its model closed): this row failed
-                st.error = StepError(f"{where(self.g.nodes[nid])}: {e}", self.g.nodes[nid]["step"])
+                st.error = StepError(f"{where(node)}: {e}", node["step"])
             except ConfigurationError as e:  # every row would fail the same way: stop the batch
                 run.fail(e)
                 return
             except StepError as e:
                 st.error = e
             except LmpcRuntimeError as e:
-                st.error = StepError(f"{where(self.g.nodes[nid])}: {e}", self.g.nodes[nid]["step"],
-                                     getattr(e, "raw_text", None))
+                st.error = StepError(f"{where(node)}: {e}", node["step"], getattr(e, "raw_text", None))
 
     # -- rows ----------------------------------------------------------------------------
     def _start_row(self, index: int, row: dict[str, Any]) -> RowState:
@@ -214,37 +249,66 @@ class Executor:
             if why is not None:
                 st.error = LmpcRuntimeError(f"row {index}: input `{name}` should be {f['type']}: {why}")
                 return st
-            st.values[f"in:{name}"] = row[name]
+            st.values[input_id(name)] = row[name]
         return st
 
     def _finish_row(self, st: RowState) -> None:
         lookup = lambda ref, path: get_path(st.values[ref], path)  # noqa: E731
         outputs = {}
         for nid, d in self.g.nodes(data=True):
-            if d["kind"] == "output":
+            if d["kind"] == NodeKind.OUTPUT:
                 outputs[d["name"]] = evaluate(d["bindings"]["value"], lookup)
         st.outputs = outputs
 
     # -- one node for one row --------------------------------------------------------------
-    def _run_node(self, nid: str, st: RowState, run: _Run) -> dict[str, Any]:
+    def _start(self, nid: str, st: RowState) -> _Task:
+        """The row's inputs of the node, checked, and its kind's generator at its first request."""
         node = self.g.nodes[nid]
+        t = _Task(nid, st, node)
         lookup = lambda ref, path: get_path(st.values[ref], path)  # noqa: E731
         inputs = {arg: evaluate(expr, lookup) for arg, expr in node["bindings"].items()}
         for arg, value in inputs.items():
             why = validation_error(value, node["inputs"][arg]["schema"])
             if why is not None:
-                raise StepError(f"{where(node)}: input `{arg}` should be {node['inputs'][arg]['type']}: {why}",
-                                node["step"])
+                st.error = StepError(f"{where(node)}: input `{arg}` should be {node['inputs'][arg]['type']}: {why}",
+                                     node["step"])
+                t.done = True
+                return t
+        t.gen = KINDS[node["kind"]].execute(node, inputs)
+        self._advance(t)
+        return t
+
+    def _advance(self, t: _Task) -> None:
+        """Send the reply to the generator; it yields its next request or returns outputs."""
+        if t.st.error is not None:  # this row failed (here or in another node of the level)
+            t.gen.close()
+            t.done = True
+            return
+        try:
+            t.request = t.gen.send(t.reply) if t.request is not None else next(t.gen)
+            t.reply = None
+        except StopIteration as stop:
+            t.st.values[t.nid] = stop.value
+            t.done = True
+        except Exception as e:  # a kind's own logic failed on this row's values
+            t.st.error = StepError(f"{where(t.node)}: {type(e).__name__}: {e}", t.node["step"])
+            t.done = True
+
+    def _perform(self, t: _Task, run: _Run) -> dict[str, Any]:
+        """One model or Python call of a task, with its trace event."""
+        req, st, node = t.request, t.st, t.node
+        suffix = f"-{t.served}" if t.served else ""  # a node that calls more than once per row
+        t.served += 1
         event = TraceEvent(step=node["step"], kind=node["kind"], span=node.get("span"), model=None, messages=None,
-                           inputs=inputs, raw=None, parsed=None, row=st.index, started_at=time.time(),
-                           trace_id=f"{run.run_id}-{st.index}-{nid}")
+                           inputs=req.inputs, raw=None, parsed=None, row=st.index, started_at=time.time(),
+                           trace_id=f"{run.run_id}-{st.index}-{t.nid}{suffix}")
         st.trace.append(event)
         t0 = time.perf_counter()
         try:
-            if node["kind"] == "call":
-                out = self._run_call(node, inputs)
+            if isinstance(req, CallFunction):
+                out = self.perform.call(req.node, req.inputs)
             else:
-                out = self._run_prompt(node, inputs, event, run)
+                out = self.perform.generate(req.node, req.inputs, event, run)
             event.parsed = out
             return out
         except Interrupted:
@@ -262,66 +326,44 @@ class Executor:
         finally:
             event.latency_s = time.perf_counter() - t0
 
-    def _run_call(self, node: dict, inputs: dict[str, Any]) -> dict[str, Any]:
-        fn = load_function(node["fn"], self.base_dir)
-        out = run_function(fn, inputs, list(node["outputs"]))
-        for name, value in out.items():
-            why = validation_error(value, node["outputs"][name]["schema"])
-            if why is not None:
-                raise LmpcRuntimeError(f"the function's `{name}` should be {node['outputs'][name]['type']}: {why}")
-        return out
+    # -- bodies ----------------------------------------------------------------------------
+    def _child(self, nid: str) -> "Executor":
+        with self._children_lock:
+            child = self._children.get(nid)
+            if child is None:
+                child = Executor(self.g.nodes[nid]["body"], self.pool, self.cache, None, self.base_dir,
+                                 self.model_override, budget=self.budget, models=self.perform.models,
+                                 default_model=self.perform.default_model, threads=self.threads)
+                self._children[nid] = child
+            return child
 
-    def _run_prompt(self, node: dict, inputs: dict[str, Any], event: TraceEvent, run: _Run) -> dict[str, Any]:
-        name = self.model_name(node)
-        model = self.pool.get(name)
-        options = self.pool.options(name)
-        if node.get("knn"):  # demos chosen per row: the pool entries nearest to this row's inputs
-            demos, event.extra["knn"] = self._knn_demos(node).choose(inputs)
-            node = {**node, "demos": demos}
-        messages = render_messages(node, inputs)
-        schema = decoding_schema(node)
-        request = GenerationRequest(
-            messages=messages, json_schema=schema,
-            max_tokens=int(options.get("max_tokens", min(decoding_budget(schema), MAX_DECODING_TOKENS))),
-            temperature=float(run.temperature if run.temperature is not None
-                              else options.get("temperature", 0.0)),
-            seed=int(options.get("seed", 0)) + run.sample,
-            cancel=run.cancel,
-        )
-        key = call_key({"model": model.identity, "messages": messages, "schema": schema,
-                        "max_tokens": request.max_tokens, "temperature": request.temperature,
-                        "seed": request.seed, "sample": run.sample})
-
-        made: list[bool] = []  # whether compute ran here (not in another batch's identical call)
-
-        def compute() -> dict[str, Any]:
-            made.append(True)
-            if self.budget is not None:
-                self.budget.charge()
-            c = model.generate(request)
-            # a server that puts the key in its answer: masked before the cache, traces and outputs
-            return {"text": redact_known(c.text), "prompt_tokens": c.prompt_tokens,
-                    "completion_tokens": c.completion_tokens}
-
-        try:
-            value, hit = self.cache.get_or_compute(key, compute)
-        except Interrupted:
-            if run.cancel.cancelled or made:
-                raise
-            # we waited on an identical call of another batch, and that batch was interrupted
-            value, hit = self.cache.get_or_compute(key, compute)
-        event.model, event.messages, event.raw, event.cache_hit = name, messages, value["text"], hit
-        event.prompt_tokens, event.completion_tokens = value["prompt_tokens"], value["completion_tokens"]
-        return parse_output(value["text"], output_schema(node), "the model's output")
-
-    def _knn_demos(self, node: dict) -> KnnDemos:
-        with self._knn_lock:
-            chooser = self._knn.get(node["step"])
-            if chooser is None:
-                chooser = KnnDemos(node, self.g.graph["models"], self.base_dir, self.cache)
-                self._knn[node["step"]] = chooser
-            return chooser
+    def _run_bodies(self, nid: str, tasks: list[_Task], run: _Run) -> None:
+        """One child run over the items of every row waiting on node `nid`'s body; each row
+        gets its items' outputs in order, or fails with the first failing item's error."""
+        node = self.g.nodes[nid]
+        rows: list[dict[str, Any]] = []
+        spans = []
+        for t in tasks:
+            spans.append((len(rows), len(t.request.rows)))
+            rows += t.request.rows
+        results = self._child(nid).run(rows, parent=run)
+        for t, (start, n) in zip(tasks, spans):
+            items = results[start:start + n]
+            for i, sub in enumerate(items):
+                for e in sub.trace:  # named from the outer graph: notes[2]/Summarize, the outer row
+                    e.step = item_step(node["step"], i, e.step)
+                    e.trace_id = f"{run.run_id}-{t.st.index}-{item_step(t.nid, i, e.trace_id.split('-', 2)[-1])}"
+                    e.row = t.st.index
+                t.st.trace.extend(sub.trace)
+            failed = next(((i, sub.error) for i, sub in enumerate(items) if sub.error is not None), None)
+            if failed is None:
+                t.reply = [sub.outputs for sub in items]
+                continue
+            i, err = failed
+            inner = item_step(node["step"], i, getattr(err, "step", "") or "")
+            t.st.error = StepError(f"{where(node)}: item {i}: {err}", inner, getattr(err, "raw_text", None))
 
     def close(self) -> None:
         # Lanes of an interrupted batch return at once; queued work of none is left.
-        self.threads.shutdown(wait=True, cancel_futures=True)
+        if self._owns_threads:
+            self.threads.shutdown(wait=True, cancel_futures=True)

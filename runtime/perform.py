@@ -1,0 +1,110 @@
+"""Answer the requests a step's execution yields (compiler/kinds/base.py): a model
+generation (rendered, cached, budgeted, parsed) and a Python function call. One Performer
+serves an executor and the executors of the bodies it runs, so kNN choosers and the model
+resolution are shared; runs (RunBody) are the executor's own business."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any
+
+from lmpc.runtime.budget import CallBudget
+from lmpc.runtime.cache import CallCache, call_key
+from lmpc.runtime.calls import load_function, run_function
+from lmpc.runtime.embed import KnnDemos
+from lmpc.runtime.errors import Interrupted, LmpcRuntimeError
+from lmpc.runtime.models import GenerationRequest
+from lmpc.runtime.outputs import parse_output
+from lmpc.runtime.pool import ModelPool
+from lmpc.runtime.prompt import MAX_DECODING_TOKENS, decoding_budget, decoding_schema, output_schema, render_messages
+from lmpc.runtime.redact import redact_known
+from lmpc.runtime.trace import TraceEvent
+from lmpc.runtime.values import validation_error
+
+
+class Performer:
+    def __init__(self, pool: ModelPool, cache: CallCache, base_dir: Path, models: dict, default_model: str,
+                 model_override: str | None = None, budget: CallBudget | None = None):
+        self.pool, self.cache, self.base_dir = pool, cache, base_dir
+        self.models, self.default_model, self.model_override = models, default_model, model_override
+        self.budget = budget
+        self._knn: dict[str, KnnDemos] = {}  # step -> its kNN demo chooser (knn_few_shot), made on first use
+        self._knn_lock = threading.Lock()
+
+    def model_name(self, node: dict) -> str:
+        return self.model_override or node.get("model") or self.default_model
+
+    def lane(self, node: dict, kind_calls_model: bool) -> str | None:
+        """The lane a request runs in: one per local model (its single llama.cpp context, in
+        order); None (concurrent) for remote models and Python functions."""
+        if not kind_calls_model:
+            return None
+        name = self.model_name(node)
+        try:
+            concurrent = self.pool.get(name).supports_concurrency
+        except LmpcRuntimeError:
+            concurrent = False  # the call itself reports the error, row by row
+        return None if concurrent else f"model:{name}"
+
+    def call(self, node: dict, inputs: dict[str, Any]) -> dict[str, Any]:
+        fn = load_function(node["fn"], self.base_dir)
+        out = run_function(fn, inputs, list(node["outputs"]))
+        for name, value in out.items():
+            why = validation_error(value, node["outputs"][name]["schema"])
+            if why is not None:
+                raise LmpcRuntimeError(f"the function's `{name}` should be {node['outputs'][name]['type']}: {why}")
+        return out
+
+    def generate(self, node: dict, inputs: dict[str, Any], event: TraceEvent, run: Any) -> dict[str, Any]:
+        """One model call of prompt node `node`; `run` holds the batch's sample, temperature and
+        cancel token. The cache key is the call's content: identical prompts hit."""
+        name = self.model_name(node)
+        model = self.pool.get(name)
+        options = self.pool.options(name)
+        if node.get("knn"):  # demos chosen per row: the pool entries nearest to this row's inputs
+            demos, event.extra["knn"] = self._knn_demos(node).choose(inputs)
+            node = {**node, "demos": demos}
+        messages = render_messages(node, inputs)
+        schema = decoding_schema(node)
+        request = GenerationRequest(
+            messages=messages, json_schema=schema,
+            max_tokens=int(options.get("max_tokens", min(decoding_budget(schema), MAX_DECODING_TOKENS))),
+            temperature=float(run.temperature if run.temperature is not None
+                              else options.get("temperature", 0.0)),
+            seed=int(options.get("seed", 0)) + run.sample,
+            cancel=run.cancel,
+        )
+        key = call_key({"model": model.identity, "messages": messages, "schema": schema,
+                        "max_tokens": request.max_tokens, "temperature": request.temperature,
+                        "seed": request.seed, "sample": run.sample})
+
+        made: list[bool] = []  # whether compute ran here (not in another batch's identical call)
+
+        def compute() -> dict[str, Any]:
+            made.append(True)
+            if self.budget is not None:
+                self.budget.charge()
+            c = model.generate(request)
+            # a server that puts the key in its answer: masked before the cache, traces and outputs
+            return {"text": redact_known(c.text), "prompt_tokens": c.prompt_tokens,
+                    "completion_tokens": c.completion_tokens}
+
+        try:
+            value, hit = self.cache.get_or_compute(key, compute)
+        except Interrupted:
+            if run.cancel.cancelled or made:
+                raise
+            # we waited on an identical call of another batch, and that batch was interrupted
+            value, hit = self.cache.get_or_compute(key, compute)
+        event.model, event.messages, event.raw, event.cache_hit = name, messages, value["text"], hit
+        event.prompt_tokens, event.completion_tokens = value["prompt_tokens"], value["completion_tokens"]
+        return parse_output(value["text"], output_schema(node), "the model's output")
+
+    def _knn_demos(self, node: dict) -> KnnDemos:
+        with self._knn_lock:
+            chooser = self._knn.get(node["step"])
+            if chooser is None:
+                chooser = KnnDemos(node, self.models, self.base_dir, self.cache)
+                self._knn[node["step"]] = chooser
+            return chooser
