@@ -10,7 +10,8 @@ from typing import Iterator
 
 from lmpc.compiler.check import check_module
 from lmpc.compiler.checked import CheckedProgram
-from lmpc.compiler.diagnostics import CompileError, Diagnostic, sort_key
+from lmpc.compiler.diagnostics import ArgumentCompileError, CompileError, Diagnostic, sort_key
+from lmpc.compiler.errors import SourceFileError, SourceNotFoundError
 from lmpc.compiler.lower import lower_program
 from lmpc.compiler.syntax import nesting_error, parse_module, too_deep
 
@@ -72,7 +73,13 @@ def compile_source(text: str, file: str = "<string>") -> CheckedProgram:
 
 
 def read_source(path: str | Path) -> str:
-    return Path(path).read_text(encoding="utf-8-sig")  # a BOM is not part of the program
+    """A .lmp file's text; SourceFileError (exit 2) when it cannot be read."""
+    try:
+        return Path(path).read_text(encoding="utf-8-sig")  # a BOM is not part of the program
+    except FileNotFoundError:
+        raise SourceNotFoundError(f"no such file: {path}") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise SourceFileError(f"cannot read {path}: {e}") from None
 
 
 def compile_file(path: str | Path) -> CheckedProgram:
@@ -90,7 +97,7 @@ def _parse_cli_expr(text: str, file: str, example: str):
         return AstBuilder(file).transform(parse_expr(text))
     except UnexpectedInput as e:
         col = getattr(e, "column", 1) or 1
-        raise CompileError([Diagnostic("syntax-error", Span(file, 1, col, 1, col + 1), f"cannot read `{text}`",
+        raise ArgumentCompileError([Diagnostic("syntax-error", Span(file, 1, col, 1, col + 1), f"cannot read `{text}`",
                                        f"e.g. {example}")], {file: text}) from None
 
 
@@ -118,7 +125,7 @@ def metric_from_text(text: str, pipeline: str, outputs: dict[str, Any], pipeline
     ctx = _cli_context(file, text, pipelines)
     metric = check_metric(ctx, expr, SimpleNamespace(name=pipeline, outputs=outputs))
     if metric is None or ctx.diagnostics:
-        raise CompileError(ctx.diagnostics, {file: text})
+        raise ArgumentCompileError(ctx.diagnostics, {file: text})
     return metric
 
 
@@ -145,5 +152,5 @@ def strategy_from_text(text: str, models: Any = ()) -> list[dict]:
         if parts is not None:
             chain.append({"name": parts["name"], "options": parts["options"]})
     if ctx.diagnostics:
-        raise CompileError(ctx.diagnostics, {file: text})
+        raise ArgumentCompileError(ctx.diagnostics, {file: text})
     return chain

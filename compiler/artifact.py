@@ -24,6 +24,7 @@ import networkx as nx
 from lmpc.compiler.artifact_graph import GraphFormatError, graph_from_json, graph_to_json, safe_relative_file
 from lmpc.compiler.checked import CheckedProgram
 from lmpc.compiler.ir import NodeKind, walk
+from lmpc.compiler.errors import EXIT_USAGE, LmpcError
 
 FORMAT = "lmpc-artifact"
 # 2: fields are ordered lists, types instead of JSON Schemas, no derived data, Python files
@@ -33,8 +34,10 @@ VERSION = 2
 MAX_JSON_DEPTH = 200  # deeper documents are refused before anything recurses into them
 
 
-class ArtifactError(Exception):
+class ArtifactError(LmpcError):
     """An artifact that cannot be read: not JSON, not an artifact, another version, invalid."""
+
+    exit_code = EXIT_USAGE
 
 
 class ArtifactTrustError(ArtifactError):

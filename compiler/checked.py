@@ -9,6 +9,7 @@ import networkx as nx
 
 from lmpc.compiler import ast
 from lmpc.compiler.diagnostics import Diagnostic, Span
+from lmpc.compiler.errors import PipelineChoiceError
 from lmpc.compiler.types import Type
 
 # The embedded default model, used when a file declares none.
@@ -83,14 +84,19 @@ class CheckedProgram:
         return [n for n in self.pipelines if n not in called and n not in judges]
 
     def choose_pipeline(self, name: str | None = None) -> str:
-        """The pipeline to run: `name`, else the single entry pipeline. ValueError says why not."""
-        if name is not None:
-            if name not in self.pipelines:
-                raise ValueError(f"{self.path} has no pipeline `{name}` (it has: {', '.join(self.pipelines) or 'none'})")
-            return name
-        entries = self.entry_pipelines()
-        if len(entries) == 1:
-            return entries[0]
-        if not self.pipelines:
-            raise ValueError(f"{self.path} declares no pipeline")
-        raise ValueError(f"{self.path} has several pipelines ({', '.join(entries)}); choose one with --pipeline")
+        """The pipeline to run: `name`, else the single entry pipeline (PipelineChoiceError)."""
+        return choose_pipeline(self.path, list(self.pipelines), self.entry_pipelines(), name)
+
+
+def choose_pipeline(where: str, pipelines: list[str], entries: list[str], name: str | None = None) -> str:
+    """The one rule for the pipeline to run, of a program or an artifact: `name` when given,
+    else the single entry pipeline. PipelineChoiceError (exit 2) says why there is none."""
+    if name is not None:
+        if name not in pipelines:
+            raise PipelineChoiceError(f"{where} has no pipeline `{name}` (it has: {', '.join(pipelines) or 'none'})")
+        return name
+    if len(entries) == 1:
+        return entries[0]
+    if not pipelines:
+        raise PipelineChoiceError(f"{where} declares no pipeline")
+    raise PipelineChoiceError(f"{where} has several pipelines ({', '.join(entries)}); choose one with --pipeline")

@@ -11,6 +11,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Iterable
 
+from lmpc.compiler.errors import EXIT_USAGE, LmpcError
+
 ERROR = "error"
 WARNING = "warning"
 
@@ -170,7 +172,7 @@ class Diagnostic:
         return "\n".join(out)
 
 
-class CompileError(Exception):
+class CompileError(LmpcError):
     """Raised by compile_file/compile_source; carries every diagnostic of the run."""
 
     def __init__(self, diagnostics: list[Diagnostic], sources: dict[str, str] | None = None):
@@ -181,6 +183,13 @@ class CompileError(Exception):
 
     def render(self) -> str:
         return "\n".join(d.render(self.sources.get(d.span.file)) for d in self.diagnostics)
+
+
+class ArgumentCompileError(CompileError):
+    """An expression given as an argument (`--metric`, `--strategy`, a metric text passed to
+    lmpc.evaluate) that does not compile: a usage error, its diagnostics positioned in the text."""
+
+    exit_code = EXIT_USAGE
 
 
 def did_you_mean(name: str, choices: Iterable[str]) -> str | None:

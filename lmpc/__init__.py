@@ -22,13 +22,22 @@ _EXPORTS = {
     "evaluate": "lmpc.api",
     "load": "lmpc.api",
     "ArtifactError": "lmpc.compiler.artifact",
+    "ArtifactTrustError": "lmpc.compiler.artifact",
     "CheckedProgram": "lmpc.compiler",
     "CompileError": "lmpc.compiler",
+    "ConfigurationError": "lmpc.runtime.errors",
+    "DataError": "lmpc.runtime.data",
     "Diagnostic": "lmpc.compiler",
+    "EnsembleProgram": "lmpc.runtime.ensemble",
+    "LmpcError": "lmpc.compiler.errors",
     "LmpcRuntimeError": "lmpc.runtime.errors",
+    "MetricError": "lmpc.runtime.metrics",
+    "OptimizerConfigError": "lmpc.optimizers.base",
     "OutputError": "lmpc.runtime.errors",
+    "PipelineChoiceError": "lmpc.compiler.errors",
     "Program": "lmpc.runtime.program",
     "Result": "lmpc.runtime.program",
+    "RunnableProgram": "lmpc.runtime.protocol",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]

@@ -1,4 +1,8 @@
-"""The public Python API: compile or load a program, evaluate it."""
+"""The public Python API: compile or load a program, evaluate it.
+
+Every error it raises for a user's mistake is an lmpc.LmpcError (compiler/errors.py): a
+CompileError, an ArtifactError, a PipelineChoiceError, an LmpcRuntimeError (DataError,
+MetricError, ...) or an OptimizerConfigError."""
 
 from __future__ import annotations
 
@@ -7,27 +11,18 @@ from typing import Any
 
 from lmpc.compiler.api import compile_source as _compile_checked
 from lmpc.compiler.checked import CheckedProgram
-from lmpc.runtime.errors import LmpcRuntimeError
+from lmpc.runtime.errors import InvalidArgumentError
 from lmpc.runtime.program import Program
-
-
-def choose_pipeline(checked: CheckedProgram, pipeline: str | None) -> str:
-    """The pipeline to run: the one named, else the single one no other pipeline calls."""
-    try:
-        return checked.choose_pipeline(pipeline)
-    except ValueError as e:
-        raise LmpcRuntimeError(str(e)) from None
+from lmpc.runtime.protocol import RunnableProgram
 
 
 def program_from_checked(checked: CheckedProgram, pipeline: str | None = None, base_dir: str | Path | None = None,
                          **options: Any) -> Program:
-    name = choose_pipeline(checked, pipeline)
-    prog = Program(checked.graphs[name], base_dir=base_dir, **options)
-    prog.checked = checked
-    prog.graphs = checked.graphs
+    """The Program of one pipeline (PipelineChoiceError when it cannot be chosen)."""
+    name = checked.choose_pipeline(pipeline)
     opt = checked.optimize.get(name)
-    prog.optimize_settings = dict(opt.settings) if opt is not None else {}
-    return prog
+    return Program(checked.graphs[name], base_dir=base_dir, graphs=checked.graphs, checked=checked,
+                   optimize_settings=opt.settings if opt is not None else {}, **options)
 
 
 def compile_source(text: str, file: str = "<string>", pipeline: str | None = None,
@@ -42,8 +37,10 @@ def compile_file(path: str | Path, pipeline: str | None = None, **options: Any) 
     options: cache (True/False/path or CallCache), trace_log, model (run every step on this
     declared model), max_workers, budget, models (ready-made Model instances by name).
     """
+    from lmpc.compiler.api import read_source
+
     path = Path(path)
-    return compile_source(path.read_text(encoding="utf-8"), str(path), pipeline, base_dir=path.parent, **options)
+    return compile_source(read_source(path), str(path), pipeline, base_dir=path.parent, **options)
 
 
 def load(path: str | Path, *, trust_code: bool = False, trust_models: bool = False,
@@ -63,12 +60,8 @@ def load(path: str | Path, *, trust_code: bool = False, trust_models: bool = Fal
     if trust_code:
         artifact.trusted.add("code")
     apply_model_options(artifact, model_options, trust_models, ready=set(options.get("models") or {}))
-    prog = Program(artifact.graph, base_dir=artifact.folder, **options)
-    prog.checked = None
-    prog.artifact = artifact
-    prog.graphs = artifact.graphs
-    prog.optimize_settings = dict(artifact.optimize)
-    return prog
+    return Program(artifact.graph, base_dir=artifact.folder, graphs=artifact.graphs, artifact=artifact,
+                   optimize_settings=artifact.optimize, **options)
 
 
 def ensemble(programs: Any, reduce: str = "majority"):
@@ -79,15 +72,15 @@ def ensemble(programs: Any, reduce: str = "majority"):
     count first, members in the order given), with every member's trace. A member that fails
     on a row casts no vote; a row where all fail is an error. Raises LmpcRuntimeError for no
     programs, an unknown reducer, or members whose outputs differ."""
-    from lmpc.optimizers.ensemble import EnsembleProgram
+    from lmpc.runtime.ensemble import EnsembleProgram
 
     return EnsembleProgram(programs, reduce)
 
 
-def _judge(prog: Program, graphs: dict, name: str):
+def _judge(prog: RunnableProgram, graphs: dict, name: str):
     """A judge pipeline as a function inputs -> outputs, and the inputs it takes."""
     if name not in graphs:
-        raise LmpcRuntimeError(f"the judge pipeline `{name}` is not part of this program")
+        raise InvalidArgumentError(f"the judge pipeline `{name}` is not part of this program")
     # Same file, same models: share the loaded ones instead of loading them again.
     judge_prog = Program(graphs[name], base_dir=prog.base_dir, cache=prog.cache, trace_log=prog.trace_log,
                          budget=prog.budget, pool=prog.pool)
@@ -98,7 +91,7 @@ def _judge(prog: Program, graphs: dict, name: str):
     return run, set(judge_prog.input_fields)
 
 
-def resolve_metric(prog: Program, metric: Any = None):
+def resolve_metric(prog: RunnableProgram, metric: Any = None):
     """A metric callable from: None (the optimize block's, or the artifact's), text such as
     "exact_match(label)" or "metrics.py:fn", a spec dict, or a callable (example, prediction)."""
     from lmpc.compiler.api import metric_from_text
@@ -107,17 +100,17 @@ def resolve_metric(prog: Program, metric: Any = None):
     if callable(metric):
         return metric
     if metric is None:
-        metric = getattr(prog, "optimize_settings", {}).get("metric")
+        metric = prog.optimize_settings.get("metric")
         if metric is None:
             first = next(iter(prog.output_fields), "answer")
-            raise LmpcRuntimeError(f'no metric: pass one (e.g. --metric "exact_match({first})") '
-                                   f"or add `metric ...` to an optimize block for `{prog.name}`")
-        artifact = getattr(prog, "artifact", None)
+            raise InvalidArgumentError(f'no metric: pass one (e.g. --metric "exact_match({first})") '
+                                       f"or add `metric ...` to an optimize block for `{prog.name}`")
+        artifact = prog.artifact
         if artifact is not None and metric.get("kind") == "python":  # the artifact's own code
             from lmpc.runtime.trust import check_code
 
             check_code(artifact, "code" in artifact.trusted, include_metric=True)
-    graphs = getattr(prog, "graphs", {prog.name: prog.graph})
+    graphs = prog.graphs
     if isinstance(metric, str):
         metric = metric_from_text(metric, prog.name, prog.output_fields, [n for n in graphs if n != prog.name])
     judge = judge_inputs = None
@@ -126,7 +119,7 @@ def resolve_metric(prog: Program, metric: Any = None):
     return make_metric(metric, base_dir=prog.base_dir, judge=judge, judge_inputs=judge_inputs)
 
 
-def load_data(prog: Program, data: Any, *, mapping: dict[str, str] | None = None, skip_bad_rows: bool = False,
+def load_data(prog: RunnableProgram, data: Any, *, mapping: dict[str, str] | None = None, skip_bad_rows: bool = False,
               limit: int | None = None):
     """Examples from a path (JSONL/JSON/CSV/TSV/hf://), a list of dicts, or a list of Examples."""
     from lmpc.runtime.data import Example, load_examples
@@ -146,7 +139,7 @@ def load_data(prog: Program, data: Any, *, mapping: dict[str, str] | None = None
     return out[:limit] if limit else out
 
 
-def evaluate(program: Program, data: Any, metric: Any = None, **options: Any):
+def evaluate(program: RunnableProgram, data: Any, metric: Any = None, **options: Any):
     """Score `program` on `data` (see load_data) with `metric` (see resolve_metric).
 
     options: max_errors, chunk_size, progress, sample, on_result. Returns an EvalReport."""

@@ -1,4 +1,6 @@
-"""The `lmpc` command: check, graph (run, inspect: see lmpc/cli_run.py)."""
+"""The `lmpc` command: check and graph here; run and inspect (cli_run.py), eval (cli_eval.py),
+build (cli_build.py), doctor (cli_doctor.py), sharing cli_common.py. main() is the one place
+where an error that ends a command becomes its exit code (each LmpcError class declares it)."""
 
 from __future__ import annotations
 
@@ -10,53 +12,20 @@ import subprocess
 import sys
 from pathlib import Path
 
-from lmpc.compiler.api import analyze
+from lmpc.compiler.api import analyze, read_source
 from lmpc.compiler.render import FORMATS
 
-EXIT_OK, EXIT_DIAGNOSTICS, EXIT_USAGE = 0, 1, 2
-
-
-class UsageError(Exception):
-    """A mistake in how the command was called (exit code 2)."""
-
-
-def int_flag(low: int = 0, entry: str | None = None):
-    """An argparse type for an integer flag: `low` or more, or what the optimize block's `entry`
-    accepts (compiler/options.ENTRY_VALUES, so --seed and `seed` are checked alike). A bad value
-    is argparse's usage error (exit 2), never a traceback later."""
-
-    def parse(text: str) -> int:
-        from lmpc.compiler.options import ENTRY_VALUES
-
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"invalid int value: {text!r}") from None
-        if entry is not None:
-            why = ENTRY_VALUES[entry].problem(value)
-            if why is not None:
-                raise argparse.ArgumentTypeError(why)
-        elif value < low:
-            raise argparse.ArgumentTypeError(f"must be {low} or more, not {value}")
-        return value
-
-    return parse
-
-
-def _read(path: str) -> str:
-    try:
-        return Path(path).read_text(encoding="utf-8-sig")  # a BOM is not part of the program
-    except FileNotFoundError:
-        raise UsageError(f"no such file: {path}") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise UsageError(f"cannot read {path}: {e}") from None
+# Re-exported: lmpc.cli.UsageError and friends were imported from here before cli_common existed.
+from lmpc.cli_common import (EXIT_DIAGNOSTICS, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, UsageError,  # noqa: F401
+                             exit_on_next_interrupt, int_flag, load_program)
+from lmpc.compiler.errors import LmpcError
 
 
 def cmd_check(args: argparse.Namespace) -> int:
     worst = EXIT_OK
     report = []
     for path in args.files:
-        source = _read(path)
+        source = read_source(path)
         program, diags = analyze(source, path)
         if program is None:
             worst = EXIT_DIAGNOSTICS
@@ -73,39 +42,18 @@ def cmd_check(args: argparse.Namespace) -> int:
     return worst
 
 
-def _pick_pipeline(program, name: str | None) -> str:
-    try:
-        return program.choose_pipeline(name)
-    except ValueError as e:
-        raise UsageError(str(e)) from None
-
-
-def load_program(path: str):
-    """Compile a .lmp file, printing diagnostics; None when it has errors."""
-    source = _read(path)
-    program, diags = analyze(source, path)
-    for d in diags:
-        print(d.render(source), file=sys.stderr)
-    return program
-
-
 def cmd_graph(args: argparse.Namespace) -> int:
     if args.file.endswith(".json"):  # a built artifact: its graph, with the demos it learned
-        from lmpc.compiler.artifact import ArtifactError, load_artifact
+        from lmpc.compiler.artifact import load_artifact
+        from lmpc.compiler.checked import choose_pipeline
 
-        try:
-            artifact = load_artifact(args.file)
-        except ArtifactError as e:
-            raise UsageError(str(e)) from None
-        g = artifact.graphs[args.pipeline or artifact.pipeline] if (args.pipeline or artifact.pipeline) in \
-            artifact.graphs else None
-        if g is None:
-            raise UsageError(f"{args.file} has no pipeline `{args.pipeline}` (it has: {', '.join(artifact.graphs)})")
+        artifact = load_artifact(args.file)
+        g = artifact.graphs[choose_pipeline(args.file, list(artifact.graphs), [artifact.pipeline], args.pipeline)]
     else:
         program = load_program(args.file)
         if program is None:
             return EXIT_DIAGNOSTICS
-        g = program.graphs[_pick_pipeline(program, args.pipeline)]
+        g = program.graphs[program.choose_pipeline(args.pipeline)]
     if args.output and Path(args.output).suffix in (".png", ".svg", ".pdf"):
         dot = shutil.which("dot")
         if dot is None:
@@ -153,12 +101,30 @@ def build_parser() -> argparse.ArgumentParser:
 
     from lmpc.cli_build import add_build_command
     from lmpc.cli_doctor import add_doctor_command
+    from lmpc.cli_eval import add_eval_command
     from lmpc.cli_run import add_run_commands
 
     add_run_commands(sub)
+    add_eval_command(sub)
     add_build_command(sub)
     add_doctor_command(sub)
     return p
+
+
+def report_error(e: LmpcError) -> int:
+    """Print an error that ended a command and return its exit code: the one place where errors
+    become exit codes (each class declares its own, compiler/errors.py). Diagnostics print as
+    diagnostics (positioned in the file, or in a flag's text); the rest as `lmpc: error: ...`."""
+    from lmpc.compiler.diagnostics import CompileError, printable  # file text in a message: no raw ESC/NUL
+
+    if isinstance(e, CompileError):
+        print(e.render(), file=sys.stderr)
+    elif e.exit_code == EXIT_INTERRUPTED:
+        detail = str(e)
+        print(printable("lmpc: interrupted" + (f"; {detail}" if detail else "")), file=sys.stderr)
+    else:
+        print(printable(f"lmpc: error: {e}"), file=sys.stderr)
+    return e.exit_code
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -169,14 +135,12 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USAGE
     try:
         return args.func(args)
-    except UsageError as e:
-        from lmpc.compiler.diagnostics import printable  # file text in a message: no raw ESC/NUL
-
-        print(printable(f"lmpc: error: {e}"), file=sys.stderr)
-        return EXIT_USAGE
+    except LmpcError as e:
+        return report_error(e)
     except KeyboardInterrupt:
+        exit_on_next_interrupt()  # a second Ctrl-C while Python shuts down ends at once
         print("lmpc: interrupted", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
     except BrokenPipeError:  # `lmpc ... | head`: the reader left; not an error of ours
         # Point stdout at devnull so the interpreter's final flush does not fail again.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

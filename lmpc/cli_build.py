@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -42,39 +41,63 @@ def _settings(args: argparse.Namespace, checked, pipeline: str) -> dict[str, Any
     return settings
 
 
+def _examples(prog, settings: dict[str, Any], base: Path) -> tuple[list, list]:
+    """The train and dev examples (DataError: exit 2). Demos record where they came from,
+    relative to the .lmp folder, so artifacts are portable."""
+    from lmpc.api import load_data
+
+    trainset = load_data(prog, settings["train"])
+    devset = load_data(prog, settings["dev"])
+    for ex in trainset + devset:
+        path, sep, line = ex.source.rpartition(":")
+        if sep and Path(path).exists():
+            ex.source = f"{os.path.relpath(Path(path).resolve(), base)}:{line}"
+    return trainset, devset
+
+
+def _print_plan(pipeline: str, stages: list, trainset: list, devset: list, judge: str | None, budget) -> None:
+    print(f"build plan for `{pipeline}`: {len(trainset)} train, {len(devset)} dev examples "
+          f"(upper bounds; cached calls are free)")
+    for s in stages:
+        print(f"  {s.calls:>7}  {s.stage}")
+    print(f"  {sum(s.calls for s in stages):>7}  model calls in all"
+          + (f", the judge `{judge}`'s included" if judge is not None else "")
+          + (f" (budget --max-calls {budget.max_calls})" if budget.max_calls is not None else ""))
+
+
+def _write(out: Path, checked, pipeline: str, graphs: dict, settings: dict[str, Any], base: Path,
+           report: dict[str, Any]) -> None:
+    """The artifact: paths as it reads them (relative to its folder), its Python files beside it."""
+    from lmpc.compiler.artifact import make_artifact, place_code, relocate_paths, write_artifact
+
+    graphs, optimize = relocate_paths(graphs, settings, base, out)
+    place_code(graphs, optimize, base, out)
+    write_artifact(out, make_artifact(checked, pipeline, graphs, out, optimize, report))
+
+
 def cmd_build(args: argparse.Namespace) -> int:
-    from lmpc.api import choose_pipeline, load_data, program_from_checked, resolve_metric
-    from lmpc.cli import EXIT_USAGE, UsageError, load_program
-    from lmpc.compiler.artifact import ArtifactError, make_artifact, place_code, relocate_paths, write_artifact
-    from lmpc.compiler.diagnostics import CompileError
-    from lmpc.optimizers.base import OptimizeContext, OptimizerConfigError
+    """Errors say their own exit code (lmpc/cli.py main): a --metric or --strategy that does not
+    read, an unknown pipeline, a bad strategy option, bad data or an artifact that cannot carry
+    the Python files it names exit 2, before any model call; a spent budget or a failed run 1."""
+    from lmpc.api import program_from_checked, resolve_metric
+    from lmpc.cli_common import UsageError, load_program
+    from lmpc.compiler.artifact import place_code
+    from lmpc.optimizers.base import OptimizeContext
     from lmpc.optimizers.build import build, make_optimizers, plan
-    from lmpc.runtime.budget import BudgetExceededError, CallBudget
+    from lmpc.runtime.budget import CallBudget
     from lmpc.runtime.cache import CallCache, default_cache_dir
-    from lmpc.runtime.data import DataError
-    from lmpc.runtime.errors import LmpcRuntimeError
     from lmpc.runtime.trace import start_meter
 
     checked = load_program(args.file)
     if checked is None:
         return 1
-    try:
-        pipeline = choose_pipeline(checked, args.pipeline)
-        settings = _settings(args, checked, pipeline)
-    except CompileError as e:  # --metric or --strategy does not read: a usage error
-        print(e.render(), file=sys.stderr)
-        return EXIT_USAGE
-    except LmpcRuntimeError as e:
-        raise UsageError(str(e)) from None
+    pipeline = checked.choose_pipeline(args.pipeline)
+    settings = _settings(args, checked, pipeline)
     missing = [k for k in ("train", "dev", "metric", "strategy") if k not in settings]
     if missing:
         raise UsageError(f"the build needs {', '.join(missing)}: add them to `optimize {pipeline} {{ ... }}` "
                          f"or pass --{' --'.join(missing)}")
-    seed = int(settings.get("seed", 0))
-    try:
-        optimizers = make_optimizers(settings["strategy"])
-    except OptimizerConfigError as e:
-        raise UsageError(str(e)) from None
+    optimizers = make_optimizers(settings["strategy"])
 
     cache_dir = Path(args.cache_dir) if args.cache_dir else default_cache_dir()
     cache = CallCache(cache_dir / "calls.sqlite", enabled=not args.no_cache)
@@ -82,68 +105,37 @@ def cmd_build(args: argparse.Namespace) -> int:
     # Every program of the build (and a judge metric) records its calls where `lmpc inspect` reads.
     prog = program_from_checked(checked, pipeline, base_dir=Path(args.file).parent, cache=cache,
                                 trace_log=cache_dir / "traces.jsonl", budget=budget)
-    try:
-        trainset = load_data(prog, settings["train"])
-        devset = load_data(prog, settings["dev"])
-    except DataError as e:
-        raise UsageError(str(e)) from None
-    # Demos record where they came from; relative to the .lmp folder, so artifacts are portable.
     base = Path(args.file).parent.resolve()
-    for ex in trainset + devset:
-        path, sep, line = ex.source.rpartition(":")
-        if sep and Path(path).exists():
-            ex.source = f"{os.path.relpath(Path(path).resolve(), base)}:{line}"
+    trainset, devset = _examples(prog, settings, base)
 
     metric_spec = settings["metric"]
-    judge = checked.graphs[metric_spec["name"]] if metric_spec.get("kind") == "pipeline" else None
-    stages = plan(prog.graph, optimizers, len(trainset), len(devset), judge)
+    judge = metric_spec["name"] if metric_spec.get("kind") == "pipeline" else None
+    stages = plan(prog.graph, optimizers, len(trainset), len(devset), checked.graphs[judge] if judge else None)
     if args.dry_run:
-        print(f"build plan for `{pipeline}`: {len(trainset)} train, {len(devset)} dev examples "
-              f"(upper bounds; cached calls are free)")
-        for s in stages:
-            print(f"  {s.calls:>7}  {s.stage}")
-        print(f"  {sum(s.calls for s in stages):>7}  model calls in all"
-              + (f", the judge `{metric_spec['name']}`'s included" if judge is not None else "")
-              + (f" (budget --max-calls {budget.max_calls})" if budget.max_calls is not None else ""))
+        _print_plan(pipeline, stages, trainset, devset, judge, budget)
         prog.close()
         return 0
 
     out = Path(args.output) if args.output else Path(args.file).with_suffix(".lmpc.json")
     graphs = {pipeline: prog.graph}  # what the artifact holds: the pipeline and any judge it needs
-    if settings["metric"].get("kind") == "pipeline":
-        graphs[settings["metric"]["name"]] = checked.graphs[settings["metric"]["name"]]
-    try:  # before any model call: the artifact must be able to carry the Python files it names
-        place_code(graphs, settings, base, out, check_only=True)
-    except ArtifactError as e:
-        raise UsageError(str(e)) from None
-    metric = resolve_metric(prog, settings["metric"])
+    if judge is not None:
+        graphs[judge] = checked.graphs[judge]
+    # Before any model call: the artifact must be able to carry the Python files it names.
+    place_code(graphs, settings, base, out, check_only=True)
+    metric = resolve_metric(prog, metric_spec)
     # The build's programs share the judge's loaded models and trace log (prog's).
-    ctx = OptimizeContext(trainset, devset, metric, seed=seed, cache=cache, budget=budget,
+    ctx = OptimizeContext(trainset, devset, metric, seed=int(settings.get("seed", 0)), cache=cache, budget=budget,
                           base_dir=Path(args.file).parent, max_prompt_tokens=settings.get("max_prompt_tokens"),
                           trace_log=prog.trace_log, progress=True, _pool=prog.pool)
     t0 = time.perf_counter()
     usage = start_meter()
     try:
-        graph, report = build(prog.graph, optimizers, ctx)
-    except BudgetExceededError as e:
-        print(f"lmpc: error: {e}", file=sys.stderr)
-        return 1
-    except (OptimizerConfigError, LmpcRuntimeError) as e:
-        print(f"lmpc: error: {e}", file=sys.stderr)
-        return 1
+        graphs[pipeline], report = build(prog.graph, optimizers, ctx)
     finally:
         usage.stop()
         ctx.close()
         prog.close()
-    graphs[pipeline] = graph
-    # Paths as the artifact reads them (relative to its folder), its Python files beside it.
-    try:
-        graphs, optimize = relocate_paths(graphs, settings, base, out)
-        place_code(graphs, optimize, base, out)
-    except ArtifactError as e:
-        raise UsageError(str(e)) from None
-    data = make_artifact(checked, pipeline, graphs, out, optimize, report)
-    write_artifact(out, data)
+    _write(out, checked, pipeline, graphs, settings, base, report)
     print(f"dev score {report['score_before']:.3f} -> {report['score_after']:.3f} "
           f"({report['dev_examples']} dev examples; {usage.calls} model calls, {usage.cache_hits} from cache; "
           f"{time.perf_counter() - t0:.1f} s)")
@@ -170,7 +162,7 @@ def print_label_report(report: dict[str, Any]) -> None:
 
 
 def add_build_command(sub: argparse._SubParsersAction) -> None:
-    from lmpc.cli import int_flag
+    from lmpc.cli_common import int_flag
 
     b = sub.add_parser("build", help="optimize a pipeline and write the compiled artifact",
                        description="Compile FILE, evaluate the pipeline zero-shot on the dev data, run the strategy "

@@ -42,7 +42,7 @@ def add_doctor_command(sub: Any) -> None:
 
 
 def _model_options(spec: str) -> dict[str, Any]:
-    from lmpc.cli import UsageError
+    from lmpc.cli_common import UsageError
     from lmpc.runtime.models import BUILTIN_MODELS
 
     if spec in BUILTIN_MODELS:
@@ -174,7 +174,7 @@ def _print_text(r: dict[str, Any]) -> None:
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
-    from lmpc.cli import UsageError
+    from lmpc.cli_common import UsageError
     from lmpc.runtime.errors import ModelConfigError
 
     try:

@@ -8,10 +8,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from lmpc.cli_common import CommandInterrupted, UsageError, exit_on_next_interrupt, int_flag
+from lmpc.cli_run import add_program_options, open_program
+
 
 def _parse_mapping(pairs: list[str] | None) -> dict[str, str] | None:
-    from lmpc.cli import UsageError
-
     if not pairs:
         return None
     mapping = {}
@@ -43,10 +44,6 @@ def print_worst(report, k: int, stream=sys.stdout) -> None:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from lmpc.api import resolve_metric
-    from lmpc.cli import EXIT_USAGE, UsageError
-    from lmpc.cli_run import EXIT_INTERRUPTED, exit_on_next_interrupt, open_program
-    from lmpc.compiler.diagnostics import CompileError
-    from lmpc.runtime.errors import LmpcRuntimeError
     from lmpc.runtime.evaluate import evaluate
     from lmpc.runtime import redact
     from lmpc.runtime.progress import Progress
@@ -61,20 +58,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
             if dev is None:
                 raise UsageError(f"no data: give --data, or a `dev` file in an optimize block for `{prog.name}`")
             data = str(Path(prog.base_dir or ".") / dev)
-        try:
-            metric = resolve_metric(prog, args.metric)
-        except CompileError as e:  # --metric does not read: a usage error
-            print(e.render(), file=sys.stderr)
-            return EXIT_USAGE
-        except LmpcRuntimeError as e:
-            raise UsageError(str(e)) from None
-        from lmpc.runtime.data import DataError, load_examples, sample
+        # A --metric that does not read, no metric, bad data: errors that say their exit code, 2.
+        metric = resolve_metric(prog, args.metric)
+        from lmpc.runtime.data import load_examples, sample
 
-        try:
-            examples, bad = load_examples(data, prog.input_fields, prog.output_fields,
-                                          mapping=_parse_mapping(args.map), skip_bad_rows=args.skip_bad_rows)
-        except DataError as e:
-            raise UsageError(str(e)) from None
+        examples, bad = load_examples(data, prog.input_fields, prog.output_fields,
+                                      mapping=_parse_mapping(args.map), skip_bad_rows=args.skip_bad_rows)
         if bad:
             print(f"skipped {len(bad)} bad row(s); first: {bad[0]}", file=sys.stderr)
         if args.sample is not None:
@@ -94,17 +83,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
                     out.flush()
                     written += 1
 
-            try:
+            try:  # a configuration error (every example would fail alike) ends it: exit 1
                 report = evaluate(prog, examples, metric, max_errors=args.max_errors,
                                   progress=Progress(len(examples), label=f"eval {prog.name}"), on_result=write)
             except KeyboardInterrupt:
                 exit_on_next_interrupt()  # cleaning up below; a second Ctrl-C ends at once
-                kept = f"; the {written} result(s) in {args.out} are kept" if out is not None else ""
-                print(f"lmpc: interrupted{kept}", file=sys.stderr)
-                return EXIT_INTERRUPTED
-            except LmpcRuntimeError as e:  # a configuration error: every example would fail alike
-                print(f"lmpc: error: {e}", file=sys.stderr)
-                return 1
+                kept = f"the {written} result(s) in {args.out} are kept" if out is not None else ""
+                raise CommandInterrupted(kept) from None
         finally:
             if out is not None:
                 out.close()
@@ -139,9 +124,6 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def add_eval_command(sub: argparse._SubParsersAction) -> None:
-    from lmpc.cli import int_flag
-    from lmpc.cli_run import add_program_options
-
     e = sub.add_parser("eval", help="score a pipeline on labelled data",
                        description="Run FILE's pipeline on every example of the data and score it with the "
                                    "metric. Data and metric default to the optimize block's `dev` and `metric`. "

@@ -9,34 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-
-EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report a command ended by Ctrl-C
-
-
-def exit_on_next_interrupt() -> None:
-    """After a first Ctrl-C a command cleans up (cancels calls, closes files); a second one
-    ends the process at once, before interpreter shutdown could wait on threads and print a
-    traceback. Finished work is already on disk (results flushed per line, cache committed)."""
-    import os
-    import signal
-
-    def force(signum: int, frame: object) -> None:
-        try:
-            sys.stderr.write("lmpc: interrupted again; exiting now\n")
-            sys.stderr.flush()
-        finally:
-            os._exit(EXIT_INTERRUPTED)
-
-    try:
-        signal.signal(signal.SIGINT, force)
-    except ValueError:  # not the main thread (lmpc.cli.main called from a thread): nothing to arm
-        pass
-
-
-def _usage_error(message: str) -> Exception:
-    from lmpc.cli import UsageError
-
-    return UsageError(message)
+from lmpc.cli_common import UsageError, exit_on_next_interrupt, int_flag, load_program
 
 
 def parse_inputs(pairs: list[str], fields: dict[str, dict]) -> dict[str, Any]:
@@ -46,9 +19,9 @@ def parse_inputs(pairs: list[str], fields: dict[str, dict]) -> dict[str, Any]:
     for pair in pairs:
         key, sep, text = pair.partition("=")
         if not sep:
-            raise _usage_error(f"--input takes NAME=VALUE, got {pair!r}")
+            raise UsageError(f"--input takes NAME=VALUE, got {pair!r}")
         if key not in fields:
-            raise _usage_error(f"the pipeline has no input `{key}` (inputs: {', '.join(fields) or 'none'})")
+            raise UsageError(f"the pipeline has no input `{key}` (inputs: {', '.join(fields) or 'none'})")
         row[key] = coerce_text(text, fields[key]["schema"])
     return row
 
@@ -57,15 +30,12 @@ def read_rows(path: str, fields: dict[str, dict]) -> tuple[list[dict[str, Any]],
     """(the pipeline's inputs of each row, "file:line" of each row) of a JSONL, JSON, CSV or TSV
     file (or hf://...). Rows are checked against the inputs' types before any model call (CSV
     cells are read as those types); a bad row is a usage error naming it as file:line."""
-    from lmpc.runtime.data import DataError, load_examples
+    from lmpc.runtime.data import load_examples
 
-    try:
-        examples, bad = load_examples(path, fields, {}, skip_bad_rows=True)
-    except DataError as e:
-        raise _usage_error(str(e)) from None
+    examples, bad = load_examples(path, fields, {}, skip_bad_rows=True)  # DataError: exit 2
     if bad:
         more = f" (and {len(bad) - 1} more bad row{'s' if len(bad) > 2 else ''})" if len(bad) > 1 else ""
-        raise _usage_error(f"{bad[0]}{more}")
+        raise UsageError(f"{bad[0]}{more}")
     return [ex.inputs for ex in examples], [ex.source for ex in examples]
 
 
@@ -74,34 +44,26 @@ def is_artifact(path: str) -> bool:
 
 
 def open_program(args: argparse.Namespace):
-    """A Program from a .lmp file (diagnostics printed; None on errors) or a built artifact."""
+    """A Program from a .lmp file (diagnostics printed; None on errors) or a built artifact.
+    Its errors (an unknown pipeline or model, an artifact refused) say their own exit code, 2."""
     from lmpc.api import load, program_from_checked
-    from lmpc.cli import load_program
-    from lmpc.compiler.artifact import ArtifactError
     from lmpc.runtime.cache import CallCache, default_cache_dir
-    from lmpc.runtime.errors import LmpcRuntimeError
 
     cache_dir = Path(args.cache_dir) if args.cache_dir else default_cache_dir()
     options = dict(cache=CallCache(cache_dir / "calls.sqlite", enabled=not args.no_cache),
                    trace_log=cache_dir / "traces.jsonl", model=args.model)
-    try:
-        if is_artifact(args.file):
-            if args.pipeline is not None:
-                raise _usage_error("an artifact holds one pipeline; --pipeline applies to .lmp files")
-            try:
-                return load(args.file, trust_code=args.trust_code, trust_models=args.trust_models,
-                            model_options=parse_model_options(args.model_option or []), **options)
-            except ArtifactError as e:
-                raise _usage_error(str(e)) from None
-        if args.model_option:
-            raise _usage_error("--model-option applies to built artifacts; in a .lmp file, set the options in "
-                               "its `model` declaration")
-        checked = load_program(args.file)
-        if checked is None:
-            return None
-        return program_from_checked(checked, args.pipeline, base_dir=Path(args.file).parent, **options)
-    except LmpcRuntimeError as e:
-        raise _usage_error(str(e)) from None
+    if is_artifact(args.file):
+        if args.pipeline is not None:
+            raise UsageError("an artifact holds one pipeline; --pipeline applies to .lmp files")
+        return load(args.file, trust_code=args.trust_code, trust_models=args.trust_models,
+                    model_options=parse_model_options(args.model_option or []), **options)
+    if args.model_option:
+        raise UsageError("--model-option applies to built artifacts; in a .lmp file, set the options in "
+                         "its `model` declaration")
+    checked = load_program(args.file)
+    if checked is None:
+        return None
+    return program_from_checked(checked, args.pipeline, base_dir=Path(args.file).parent, **options)
 
 
 def parse_model_options(pairs: list[str]) -> dict[str, dict[str, Any]]:
@@ -111,7 +73,7 @@ def parse_model_options(pairs: list[str]) -> dict[str, dict[str, Any]]:
         target, sep, text = pair.partition("=")
         name, dot, option = target.partition(".")
         if not sep or not dot or not name or not option:
-            raise _usage_error(f"--model-option takes NAME.OPTION=VALUE (e.g. big.base_url=http://127.0.0.1:8080/v1), "
+            raise UsageError(f"--model-option takes NAME.OPTION=VALUE (e.g. big.base_url=http://127.0.0.1:8080/v1), "
                                f"got {pair!r}")
         try:
             value = json.loads(text)
@@ -124,7 +86,7 @@ def parse_model_options(pairs: list[str]) -> dict[str, dict[str, Any]]:
 
     for name, options in out.items():  # the values `lmpc check` accepts in a .lmp file, no others
         for problem in model_option_problems(name, options):
-            raise _usage_error(f"--model-option: {problem}")
+            raise UsageError(f"--model-option: {problem}")
     return out
 
 
@@ -147,7 +109,6 @@ def add_program_options(p: argparse.ArgumentParser) -> None:
 def cmd_run(args: argparse.Namespace) -> int:
     from lmpc.compiler.diagnostics import printable
     from lmpc.runtime import redact
-    from lmpc.runtime.errors import LmpcRuntimeError
 
     prog = open_program(args)
     if prog is None:
@@ -155,21 +116,17 @@ def cmd_run(args: argparse.Namespace) -> int:
     sources: list[str] | None = None  # "file:line" of each row of --input-file
     if args.input_file:
         if args.input:
-            raise _usage_error("give either --input or --input-file, not both")
+            raise UsageError("give either --input or --input-file, not both")
         # Data files carry more than inputs (gold labels, ids): only the inputs are taken.
         rows, sources = read_rows(args.input_file, prog.input_fields)
     else:
         rows = [parse_inputs(args.input or [], prog.input_fields)]
     t0 = time.perf_counter()
-    try:
+    try:  # a configuration error is raised once for the whole batch (exit 1, lmpc/cli.py)
         results = prog.batch(rows)
     except KeyboardInterrupt:
         exit_on_next_interrupt()  # closing below; a second Ctrl-C ends at once
-        print("lmpc: interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
-    except LmpcRuntimeError as e:  # a configuration error: raised once for the whole batch
-        print(f"lmpc: error: {e}", file=sys.stderr)
-        return 1
+        raise
     finally:
         prog.close()
     failed = 0
@@ -232,8 +189,6 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
 
 def add_run_commands(sub: argparse._SubParsersAction) -> None:
-    from lmpc.cli import int_flag
-
     r = sub.add_parser("run", help="run a pipeline on inputs",
                        description="Compile FILE and run its pipeline on one input (--input NAME=VALUE ...) "
                                    "or on JSON lines (--input-file). Exit 0: all rows ok; 1: a row failed "
@@ -254,7 +209,3 @@ def add_run_commands(sub: argparse._SubParsersAction) -> None:
     i.add_argument("--json", action="store_true", help="print the raw trace records")
     i.add_argument("--cache-dir", metavar="DIR", help="cache and trace folder (default: $LMPC_CACHE_DIR or ~/.cache/lmpc)")
     i.set_defaults(func=cmd_inspect)
-
-    from lmpc.cli_eval import add_eval_command
-
-    add_eval_command(sub)

@@ -16,11 +16,11 @@ from typing import Any, Callable, ClassVar
 
 import networkx as nx
 
+from lmpc.compiler.errors import EXIT_USAGE, LmpcError
 from lmpc.compiler.options import Option
 from lmpc.runtime.budget import CallBudget
 from lmpc.runtime.cache import CallCache
 from lmpc.runtime.data import Example
-from lmpc.runtime.errors import LmpcRuntimeError
 from lmpc.runtime.evaluate import EvalReport, evaluate
 from lmpc.runtime.metrics import Metric
 from lmpc.runtime.models import Model
@@ -30,8 +30,11 @@ from lmpc.runtime.progress import Progress
 from lmpc.runtime.trace import TraceLog
 
 
-class OptimizerConfigError(LmpcRuntimeError):
-    """A strategy given options it does not take, or values that cannot work."""
+class OptimizerConfigError(LmpcError):
+    """A strategy given options it does not take, or values that cannot work. A mistake in the
+    build's configuration, not a run-time failure: not an LmpcRuntimeError (exit 2)."""
+
+    exit_code = EXIT_USAGE
 
 
 def _stderr(message: str) -> None:

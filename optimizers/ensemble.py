@@ -24,38 +24,25 @@ voting usually steadies unseen inputs), and fits `max_prompt_tokens` when the bl
 otherwise the best member is returned unchanged and the report says why (`chosen`, `why`).
 
 The Python counterpart for programs already built, `lmpc.ensemble([...])`, is EnsembleProgram
-below: it runs each Program and votes per output field with the same reducer.
+(runtime/ensemble.py): it runs each Program and votes per output field with the same reducer.
 """
 
 from __future__ import annotations
 
 import copy
-import dataclasses
-from typing import Any, Iterable, Sequence
+from typing import Sequence
 
 import networkx as nx
 
 from lmpc.compiler.options import STRATEGY_OPTIONS
-from lmpc.compiler.builtins import BUILTINS
 from lmpc.compiler.ir import map_refs, prompt_nodes, rebuild_edges, step_nodes, to_json
 from lmpc.compiler.passes.annotate import annotate_order
 from lmpc.optimizers.base import Candidate, OptimizeContext, Optimizer, OptimizerConfigError, OptimizeResult
 from lmpc.optimizers.demos import demo_count
-from lmpc.runtime.errors import LmpcRuntimeError
+from lmpc.runtime.ensemble import REDUCERS, EnsembleProgram, majority, member_id  # noqa: F401 (re-exported)
 
-REDUCERS = STRATEGY_OPTIONS["ensemble"]["reduce"].choices  # lmpc.ensemble() accepts the same
 NEEDS_SEARCH = ("ensemble needs a search strategy before it in the chain, e.g. "
                 "`strategy random_search(candidates: 6) then ensemble(size: 3)`")
-
-
-def majority(values: list) -> Any:
-    """The `majority` builtin's own implementation (one tie rule for graphs and Python)."""
-    return BUILTINS["majority"].impl(values)
-
-
-def member_id(nid: str, k: int) -> str:
-    """The id (and step name) of member k's copy of step `nid`."""
-    return f"{nid}#{k}"
 
 
 def _interface(g: nx.DiGraph) -> tuple:
@@ -170,102 +157,3 @@ class Ensemble(Optimizer):
             out["why"] = why
         result = joined if why is None else copy.deepcopy(best.graph)
         return OptimizeResult(result, out)
-
-
-# -- Python: lmpc.ensemble([program, ...]) ---------------------------------------------------
-
-
-class EnsembleProgram:
-    """Programs run side by side on the same rows, voting per output field.
-
-    Each row goes to every member (in the order given: the first breaks ties as the builtin's
-    rule says); a member whose run fails casts no vote on that row; a row where every member
-    fails is an error. The trace holds every member's events, in member order, each a copy
-    whose `step` carries the member's number (`s#1`, `s#2`, as in an ensemble graph) and
-    whose `extra["member"]` is that number; `trace_id` still names the logged event.
-    """
-
-    def __init__(self, programs: Iterable[Any], reduce: str = "majority"):
-        self.programs = list(programs)
-        if not self.programs:
-            raise LmpcRuntimeError("lmpc.ensemble() needs at least one program (e.g. from lmpc.load)")
-        for i, p in enumerate(self.programs, 1):
-            if not all(hasattr(p, a) for a in ("batch", "output_fields", "input_fields")):
-                raise LmpcRuntimeError(f"lmpc.ensemble(): member {i} is a {type(p).__name__}, not a Program "
-                                       "(use lmpc.load, lmpc.compile_file or lmpc.compile_source)")
-        if reduce not in REDUCERS:
-            raise LmpcRuntimeError(f"lmpc.ensemble(): unknown reducer {reduce!r} (accepted: {', '.join(REDUCERS)})")
-        self.reduce = reduce
-        first = self.programs[0]
-        for i, p in enumerate(self.programs[1:], 2):
-            if list(p.output_fields) != list(first.output_fields):
-                raise LmpcRuntimeError(
-                    f"lmpc.ensemble(): member {i} (`{p.name}`) returns {', '.join(p.output_fields) or 'nothing'}, "
-                    f"member 1 (`{first.name}`) returns {', '.join(first.output_fields) or 'nothing'}: "
-                    "members must return the same outputs")
-            for f, spec in p.output_fields.items():
-                if spec["schema"] != first.output_fields[f]["schema"]:
-                    raise LmpcRuntimeError(
-                        f"lmpc.ensemble(): output `{f}` is {spec['type']} in member {i} (`{p.name}`) but "
-                        f"{first.output_fields[f]['type']} in member 1 (`{first.name}`)")
-
-    # What lmpc.evaluate and metrics read off a program (the metric, judges, base_dir) come
-    # from member 1.
-    _FROM_FIRST = ("graph", "graphs", "base_dir", "optimize_settings", "cache", "trace_log", "budget", "pool")
-
-    def __getattr__(self, name: str) -> Any:
-        programs = self.__dict__.get("programs")
-        if name in self._FROM_FIRST and programs:
-            return getattr(programs[0], name)
-        raise AttributeError(name)
-
-    @property
-    def name(self) -> str:
-        return self.programs[0].name
-
-    @property
-    def input_fields(self) -> dict[str, dict]:
-        return self.programs[0].input_fields
-
-    @property
-    def output_fields(self) -> dict[str, dict]:
-        return self.programs[0].output_fields
-
-    def __call__(self, **inputs: Any):
-        result = self.batch([inputs])[0]
-        if result.error is not None:
-            raise result.error
-        return result
-
-    def batch(self, rows: Iterable[dict[str, Any]], sample: int = 0, temperature: float | None = None) -> list:
-        """Run every member on `rows` (one batch each) and vote; one Result per row."""
-        from lmpc.runtime.program import Result
-
-        rows = list(rows)
-        runs = [p.batch(rows, sample=sample, temperature=temperature) for p in self.programs]
-        out = []
-        for i in range(len(rows)):
-            trace, ok, failed = [], [], []
-            for k, member in enumerate(runs, 1):
-                r = member[i]
-                trace += [dataclasses.replace(e, step=member_id(e.step, k), extra={**e.extra, "member": k})
-                          for e in r.trace]
-                (ok if r.error is None else failed).append((k, r))
-            if not ok:
-                detail = "; ".join(f"member {k}: {r.error}" for k, r in failed)
-                error = LmpcRuntimeError(f"row {i}: every member of the ensemble failed ({detail})")
-                out.append(Result(None, trace, error, i))
-                continue
-            values = {f: majority([r.values[f] for _, r in ok]) for f in self.output_fields}
-            out.append(Result(values, trace, None, i))
-        return out
-
-    def close(self) -> None:
-        for p in self.programs:
-            p.close()
-
-    def __enter__(self) -> "EnsembleProgram":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()

@@ -20,6 +20,7 @@ from typing import Any, Iterator
 from lmpc.compiler.jsonsafe import JSONTooDeep, load_json_bounded, too_deep_at
 from lmpc.compiler.types import MAX_NESTING
 from lmpc.compiler.diagnostics import printable
+from lmpc.compiler.errors import EXIT_USAGE
 from lmpc.runtime.errors import LmpcRuntimeError
 from lmpc.runtime.values import coerce_text, validation_error
 
@@ -34,6 +35,8 @@ ROW_MAX_DEPTH = MAX_NESTING + 2
 
 class DataError(LmpcRuntimeError):
     """A data file (or one row of it) that cannot be used; str() is `path:line:col: message`."""
+
+    exit_code = EXIT_USAGE
 
     def __init__(self, message: str, path: str | None = None, line: int | None = None,
                  col: int | None = None) -> None:

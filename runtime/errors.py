@@ -8,14 +8,18 @@ through redact (a server that echoes the key in its error body, a base_url with 
 ConfigurationError marks the errors that would fail every row the same way (an unset key
 variable, a model that cannot load, a server that refuses the key): the executor raises them
 once for the whole batch instead of recording one per row.
+
+Every class here is an lmpc.LmpcError (compiler/errors.py); exit_code is what `lmpc` ends with
+when one escapes a command.
 """
 
 from __future__ import annotations
 
+from lmpc.compiler.errors import EXIT_INTERRUPTED, EXIT_USAGE, LmpcError
 from lmpc.runtime.redact import redact
 
 
-class LmpcRuntimeError(Exception):
+class LmpcRuntimeError(LmpcError):
     """Base class of every error the runtime reports to the user."""
 
     def __init__(self, *args: object) -> None:
@@ -27,8 +31,17 @@ class ConfigurationError(LmpcRuntimeError):
     stops at the first one and raises it (Program.batch, lmpc.evaluate, `lmpc eval`/`run`)."""
 
 
+class InvalidArgumentError(LmpcRuntimeError):
+    """A name or value the program was asked to use that it does not have, found before any
+    model call: a model to run every step on, a judge pipeline, no metric to score with."""
+
+    exit_code = EXIT_USAGE
+
+
 class Interrupted(LmpcRuntimeError):
     """A call was cancelled because its batch was interrupted (Ctrl-C); never a row's result."""
+
+    exit_code = EXIT_INTERRUPTED
 
 
 class ModelNotFoundError(ConfigurationError):

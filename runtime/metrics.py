@@ -20,6 +20,7 @@ from typing import Any, Callable
 
 from lmpc.runtime.calls import load_function
 from lmpc.runtime.data import Example
+from lmpc.compiler.errors import EXIT_USAGE
 from lmpc.runtime.errors import LmpcRuntimeError
 
 Metric = Callable[[Example, dict[str, Any]], float]
@@ -27,6 +28,8 @@ Metric = Callable[[Example, dict[str, Any]], float]
 
 class MetricError(LmpcRuntimeError):
     """A metric cannot score: missing gold, a bad option, or a metric that returned nonsense."""
+
+    exit_code = EXIT_USAGE  # a metric that cannot be made; one that fails on a row scores it 0
 
 
 # --- text normalization -----------------------------------------------------------------------

@@ -4,17 +4,21 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable
 
 import networkx as nx
 
 from lmpc.runtime.budget import CallBudget
 from lmpc.runtime.cache import CallCache, default_cache_dir
-from lmpc.runtime.errors import LmpcRuntimeError
+from lmpc.runtime.errors import InvalidArgumentError, LmpcRuntimeError
 from lmpc.runtime.executor import Executor
 from lmpc.runtime.models import Model
 from lmpc.runtime.pool import ModelPool
 from lmpc.runtime.trace import TraceEvent, TraceLog
+
+if TYPE_CHECKING:
+    from lmpc.compiler.artifact import Artifact
+    from lmpc.compiler.checked import CheckedProgram
 
 
 @dataclass
@@ -47,13 +51,25 @@ class Result:
 
 
 class Program:
-    """Runs one pipeline graph on its models, with a call cache and traces."""
+    """Runs one pipeline graph on its models, with a call cache and traces (a RunnableProgram,
+    runtime/protocol.py).
+
+    graphs: every pipeline of its file or artifact by name (judge pipelines of a metric; by
+    default just this one); optimize_settings: its optimize block's or artifact's settings
+    (train, dev, metric, ...); checked: the CheckedProgram it was compiled from; artifact: the
+    Artifact it was loaded from, whose `trusted` set decides what its code may do."""
 
     def __init__(self, graph: nx.DiGraph, *, base_dir: str | Path | None = None,
                  cache: CallCache | bool | str | Path = True, trace_log: TraceLog | bool | str | Path = True,
                  model: str | None = None, max_workers: int = 8, budget: CallBudget | None = None,
-                 models: dict[str, Model] | None = None, pool: ModelPool | None = None):
+                 models: dict[str, Model] | None = None, pool: ModelPool | None = None,
+                 graphs: dict[str, nx.DiGraph] | None = None, optimize_settings: dict[str, Any] | None = None,
+                 checked: CheckedProgram | None = None, artifact: Artifact | None = None):
         self.graph = graph
+        self.graphs = dict(graphs) if graphs is not None else {graph.graph["name"]: graph}
+        self.optimize_settings = dict(optimize_settings or {})
+        self.checked = checked
+        self.artifact = artifact
         self.base_dir = Path(base_dir) if base_dir else None
         if isinstance(cache, CallCache):
             self.cache = cache
@@ -69,7 +85,7 @@ class Program:
         self.trace_log = trace_log or TraceLog(None)
         specs = graph.graph["models"]
         if model is not None and model not in specs:
-            raise LmpcRuntimeError(f"no model named `{model}` (declared: {', '.join(specs)})")
+            raise InvalidArgumentError(f"no model named `{model}` (declared: {', '.join(specs)})")
         # A shared pool (one per build) keeps each model loaded once across many programs.
         self._owns_pool = pool is None
         self.pool = pool if pool is not None else ModelPool(specs, self.base_dir, instances=models)
