@@ -24,25 +24,12 @@ from lmpc.compiler.checked import (
 )
 from lmpc.compiler.diagnostics import Diagnostic, Span, did_you_mean
 from lmpc.compiler.optimize_spec import check_optimize
-from lmpc.compiler.options import BUILTIN_MODELS, MODEL_OPTION_VALUES
+from lmpc.compiler.options import BUILTIN_MODELS, MODEL_OPTION_VALUES, PROVIDER_OPTIONS, STRUCTURED_OUTPUT_MODES
 from lmpc.compiler.types import (
     ANY, GENERICS, MAX_NESTING, PRIMITIVES, STR, TOO_DEEP, EnumT, ListT, ObjT, OptT, Prim, Type,
     built_on_too_deep, nesting, with_alias,
 )
 
-PROVIDER_OPTIONS: dict[str, dict[str, tuple[type, ...]]] = {
-    "llama_cpp": {
-        "builtin": (str,), "path": (str,), "hf": (str,), "temperature": (int, float),
-        "max_tokens": (int,), "n_ctx": (int,), "seed": (int,), "n_threads": (int,), "reproducible": (bool,),
-        "extra_buffers": (str, bool),  # auto | true | false: llama.cpp's weight-repacking buffers
-    },
-    "openai": {
-        "model": (str,), "base_url": (str,), "api_key_env": (str,), "temperature": (int, float),
-        "max_tokens": (int,), "seed": (int,), "timeout": (int, float), "max_retries": (int,),
-        "structured_output": (str,),
-    },
-}
-STRUCTURED_OUTPUT_MODES = ("auto", "json_schema", "none")
 SECRET_OPTION_NAMES = ("api_key", "key", "token", "secret", "password", "auth")
 
 

@@ -135,7 +135,24 @@ METRIC_OPTIONS: dict[str, dict[str, Option]] = {
     "set_match": {},
 }
 
-# -- model options' values (their names and types per provider: compiler/check.PROVIDER_OPTIONS).
+# -- model providers: provider -> option -> the types it takes, in the order messages list
+# them. The checker (compiler/check.py) and each model class (runtime/models/local.py,
+# remote.py) read this one table; the values' ranges are in MODEL_OPTION_VALUES below.
+PROVIDER_OPTIONS: dict[str, dict[str, tuple[type, ...]]] = {
+    "llama_cpp": {
+        "builtin": (str,), "path": (str,), "hf": (str,), "temperature": (int, float),
+        "max_tokens": (int,), "n_ctx": (int,), "seed": (int,), "n_threads": (int,), "reproducible": (bool,),
+        "extra_buffers": (str, bool),  # auto | true | false: llama.cpp's weight-repacking buffers
+    },
+    "openai": {
+        "model": (str,), "base_url": (str,), "api_key_env": (str,), "temperature": (int, float),
+        "max_tokens": (int,), "seed": (int,), "timeout": (int, float), "max_retries": (int,),
+        "structured_output": (str,),
+    },
+}
+STRUCTURED_OUTPUT_MODES = ("auto", "json_schema", "none")  # the openai provider's structured_output
+
+# -- model options' values (their names and types per provider: PROVIDER_OPTIONS above).
 # Bounds keep values the runtime can pass on: a timeout of 1e308 overflows the HTTP client.
 MODEL_OPTION_VALUES: dict[str, Option] = {
     "temperature": Option((int, float), None, 0, 2, example=0),

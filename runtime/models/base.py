@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from lmpc.compiler.options import PROVIDER_OPTIONS
 from lmpc.runtime.errors import ModelConfigError
 
 
@@ -105,7 +106,7 @@ class Model(ABC):
         return f"<{type(self).__name__} {self.name!r}>"
 
 
-PROVIDERS = ("llama_cpp", "openai")
+PROVIDERS = tuple(PROVIDER_OPTIONS)
 
 
 def check_options(name: str, provider: str, options: dict[str, Any], known: tuple[str, ...]) -> None:

@@ -26,6 +26,7 @@ from concurrent.futures import Future
 from pathlib import Path
 from typing import Any, Callable, TypeVar
 
+from lmpc.compiler.options import PROVIDER_OPTIONS
 from lmpc.runtime.errors import LmpcRuntimeError, ModelConfigError, ModelNotFoundError
 from lmpc.runtime.models.base import Completion, GenerationRequest, Model, check_options
 from lmpc.runtime.models.llama_system import ExtraBuffers, extra_buffers_for, load_llama, parse_setting
@@ -33,8 +34,7 @@ from lmpc.runtime.models.resolve import file_identity, resolve_model_file
 
 T = TypeVar("T")
 
-OPTIONS = ("builtin", "path", "hf", "temperature", "max_tokens", "n_ctx", "seed", "n_threads", "reproducible",
-           "extra_buffers")
+OPTIONS = tuple(PROVIDER_OPTIONS["llama_cpp"])  # the checker's table: one definition
 DEFAULT_N_CTX = 2048
 # Prompt evaluation grid. Smaller re-evaluates fewer cached tokens; a batch of 1 is slow.
 # Measured on 50 sentiment prompts: 32 -> 25.7 s, 16 -> 19.9 s, 8 -> 20.3 s, 1 -> 29.4 s.

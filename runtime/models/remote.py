@@ -31,6 +31,7 @@ import threading
 import time
 from typing import Any
 
+from lmpc.compiler.options import PROVIDER_OPTIONS, STRUCTURED_OUTPUT_MODES
 from lmpc.runtime.errors import (
     AuthenticationError,
     EndpointNotFoundError,
@@ -43,11 +44,7 @@ from lmpc.runtime.errors import (
 from lmpc.runtime.models.base import Completion, GenerationRequest, Model, check_options
 from lmpc.runtime.redact import register_secret, register_url, safe_url
 
-OPTIONS = (
-    "model", "base_url", "api_key_env", "temperature", "max_tokens", "seed", "timeout",
-    "max_retries", "structured_output",
-)
-STRUCTURED_OUTPUT_MODES = ("auto", "json_schema", "none")
+OPTIONS = tuple(PROVIDER_OPTIONS["openai"])  # the checker's table: one definition
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 NO_KEY = "sk-no-key"  # local servers want some bearer token, and check none
 MAX_RETRY_AFTER_S = 60.0  # a longer Retry-After is waited this long at most (as openai-python)
