@@ -21,7 +21,7 @@ from lmpc.compiler.jsonsafe import JSONTooDeep, load_json_bounded, too_deep_at
 from lmpc.compiler.types import MAX_NESTING
 from lmpc.compiler.diagnostics import printable
 from lmpc.compiler.errors import EXIT_USAGE
-from lmpc.runtime.errors import LmpcRuntimeError
+from lmpc.runtime.errors import InvalidArgumentError, LmpcRuntimeError
 from lmpc.runtime.values import coerce_text, validation_error
 
 SUPPORTED = (".jsonl", ".json", ".csv", ".tsv")
@@ -418,7 +418,7 @@ def load_examples(path: str | Path, inputs: dict[str, dict], outputs: dict[str, 
         raise DataError(f"the column mapping names `{unknown[0]}`, which is not a field of the pipeline "
                         f"(inputs: {', '.join(inputs) or 'none'}; outputs: {', '.join(outputs) or 'none'})", display)
     if limit is not None and limit < 0:
-        raise ValueError("limit must be >= 0")
+        raise InvalidArgumentError("limit must be >= 0")
     text, rows = _open(path)
     examples: list[Example] = []
     bad: list[DataError] = []
@@ -451,7 +451,7 @@ def sample(examples: list[Example], n: int, seed: int) -> list[Example]:
     The draw is a prefix of one seeded shuffle, so a larger n keeps the smaller draw's examples
     (and their cached model calls)."""
     if n < 0:
-        raise ValueError("the sample size must be >= 0")
+        raise InvalidArgumentError("the sample size must be >= 0")
     shuffled = list(examples)
     random.Random(seed).shuffle(shuffled)
     return shuffled[:n]
@@ -460,7 +460,7 @@ def sample(examples: list[Example], n: int, seed: int) -> list[Example]:
 def split(examples: list[Example], dev_fraction: float, seed: int) -> tuple[list[Example], list[Example]]:
     """(train, dev): a seeded, disjoint split, each part in the original (file) order."""
     if not 0.0 <= dev_fraction <= 1.0:
-        raise ValueError("dev_fraction must be between 0 and 1")
+        raise InvalidArgumentError("dev_fraction must be between 0 and 1")
     total = len(examples)
     n_dev = round(total * dev_fraction)
     if 0.0 < dev_fraction < 1.0 and total >= 2:

@@ -31,9 +31,10 @@ class ConfigurationError(LmpcRuntimeError):
     stops at the first one and raises it (Program.batch, lmpc.evaluate, `lmpc eval`/`run`)."""
 
 
-class InvalidArgumentError(LmpcRuntimeError):
+class InvalidArgumentError(LmpcRuntimeError, ValueError):
     """A name or value the program was asked to use that it does not have, found before any
-    model call: a model to run every step on, a judge pipeline, no metric to score with."""
+    model call: a model to run every step on, a judge pipeline, no metric to score with, a
+    negative limit or sample size (a ValueError too, as those were)."""
 
     exit_code = EXIT_USAGE
 

@@ -134,6 +134,15 @@ def test_bad_data_bad_metric_and_no_metric_through_evaluate(tmp_path: Path):
     prog.close()
 
 
+def test_a_negative_limit_is_an_invalid_argument_and_still_a_value_error(tmp_path: Path):
+    prog = lmpc.compile_source(PROGRAM, cache=False, trace_log=False)
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text('{"text": "ok", "label": "positive"}\n')
+    e = _raises(lambda: lmpc.api.load_data(prog, rows, limit=-1))
+    assert isinstance(e, ValueError) and type(e).__name__ == "InvalidArgumentError"
+    prog.close()
+
+
 def test_an_unset_api_key_variable_is_a_configuration_error(monkeypatch):
     monkeypatch.delenv("LMPC_TEST_ERRORS_UNSET_KEY", raising=False)
     with lmpc.compile_source(REMOTE, cache=False, trace_log=False) as prog:
