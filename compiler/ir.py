@@ -20,6 +20,7 @@ Expressions are JSON values:
 
 from __future__ import annotations
 
+import re
 from enum import Enum
 from typing import Any, Callable, Iterator, Optional, TypedDict, Union
 
@@ -230,6 +231,19 @@ def site(g: nx.DiGraph, sid: str) -> dict:
     if not sep:
         return g.nodes[sid]
     return site(g.nodes[outer]["body"], rest)
+
+
+def site_step(g: nx.DiGraph, sid: str) -> str:
+    """How traces name the site's step, items replaced by `[*]`: `j[*]/Judge` (see event_site)."""
+    outer, sep, rest = sid.partition(SITE_SEP)
+    step = g.nodes[outer]["step"]
+    return step if not sep else step + SITE_SEP + site_step(g.nodes[outer]["body"], rest)
+
+
+def event_site(step: str) -> str:
+    """A trace event's step with its item indices as `[*]` (`j[2]/Judge` -> `j[*]/Judge`), to
+    match site_step."""
+    return re.sub(r"\[\d+\]/", SITE_SEP, step)
 
 
 def to_json(g: nx.DiGraph) -> dict[str, Any]:

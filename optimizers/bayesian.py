@@ -30,7 +30,7 @@ from typing import Any
 import networkx as nx
 
 from lmpc.compiler.options import STRATEGY_OPTIONS
-from lmpc.compiler.ir import prompt_nodes
+from lmpc.compiler.ir import parameter_sites, site
 from lmpc.optimizers.base import Candidate, OptimizeContext, Optimizer, OptimizerConfigError, OptimizeResult
 from lmpc.optimizers.bootstrap import check_teacher, choose_demos, run_teacher
 from lmpc.optimizers.demos import copy_graph, rng_for
@@ -66,7 +66,7 @@ class Bayesian(Optimizer):
     # -- planning ------------------------------------------------------------------------
     def planned_calls(self, graph: nx.DiGraph, n_train: int, n_dev: int, judge: int = 0) -> dict[str, int]:
         o = self.options
-        per_row = len(prompt_nodes(graph))
+        per_row = len(parameter_sites(graph))
         scored = per_row + judge  # a row whose prediction the metric scores
         scored_on = n_dev or n_train
         minibatch = min(o["minibatch"], scored_on)
@@ -83,10 +83,10 @@ class Bayesian(Optimizer):
         """Per node: its demo sets (set 0: the demos it has). Also the teacher's summary and,
         per node, the bootstrapped demos to show the proposer."""
         o = self.options
-        nodes = prompt_nodes(graph)
-        sets = {nid: [list(graph.nodes[nid].get("demos", []))] for nid in nodes}
+        nodes = parameter_sites(graph)
+        sets = {nid: [list(site(graph, nid).get("demos", []))] for nid in nodes}
         if o["demo_sets"] <= 1:
-            return sets, {}, {nid: list(graph.nodes[nid].get("demos", [])) for nid in nodes}
+            return sets, {}, {nid: list(site(graph, nid).get("demos", [])) for nid in nodes}
         run = run_teacher(self.name, graph, ctx, o["teacher"], max_rounds=1)
         ctx.log(f"{self.name}: {len(run.passed)} of {run.train} training examples passed on the teacher "
                 f"({run.errors} errors, {run.calls} calls)")
@@ -95,7 +95,7 @@ class Bayesian(Optimizer):
             size = o["max_demos"] if j == 1 else rng_for(self.name, "size", seed, j).randint(1, o["max_demos"])
             g, _ = choose_demos(graph, run, ctx.trainset, size, o["max_labeled"], f"{seed}:{j}", o["balance"])
             for nid in nodes:
-                demos = g.nodes[nid]["demos"]
+                demos = site(g, nid)["demos"]
                 if j == 1:
                     shown[nid] = demos
                 if _set_key(demos) not in {_set_key(s) for s in sets[nid]}:
@@ -118,11 +118,11 @@ class Bayesian(Optimizer):
             raise OptimizerConfigError(f"{self.name} needs dev examples to score candidates (`dev` in the optimize block)")
         if not ctx.devset:
             ctx.log(f"{self.name}: no dev set; scoring on the training set (optimistic)")
-        nodes = prompt_nodes(graph)
+        nodes = parameter_sites(graph)
         sets, teacher, shown = self._demo_sets(graph, ctx, seed)
         instructions, proposer = propose_instructions(graph, ctx, o["instructions"], o["proposer"], shown, seed)
         for nid in nodes:
-            ctx.log(f"{self.name}: `{graph.nodes[nid]['step']}`: {len(instructions[nid])} instruction(s), "
+            ctx.log(f"{self.name}: `{site(graph, nid)['step']}`: {len(instructions[nid])} instruction(s), "
                     f"{len(sets[nid])} demo set(s)")
 
         # dimensions: (node, "instruction" | "demos") with more than one choice
@@ -142,9 +142,9 @@ class Bayesian(Optimizer):
         def program_for(key: tuple[int, ...]) -> nx.DiGraph:
             g = copy_graph(graph)
             for nid, c in choices(key).items():
-                g.nodes[nid]["instructions"] = instructions[nid][c["instruction"]]
+                site(g, nid)["instructions"] = instructions[nid][c["instruction"]]
                 if c["demos"]:
-                    g.nodes[nid]["demos"] = copy.deepcopy(sets[nid][c["demos"]])
+                    site(g, nid)["demos"] = copy.deepcopy(sets[nid][c["demos"]])
             return g
 
         budget = ctx.max_prompt_tokens

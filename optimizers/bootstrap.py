@@ -16,7 +16,7 @@ from typing import Any
 import networkx as nx
 
 from lmpc.compiler.options import STRATEGY_OPTIONS
-from lmpc.compiler.ir import prompt_nodes
+from lmpc.compiler.ir import event_site, parameter_sites, site, site_step
 from lmpc.compiler.kinds import PROMPT_KINDS
 from lmpc.optimizers.base import OptimizeContext, Optimizer, OptimizerConfigError, OptimizeResult
 from lmpc.optimizers.coverage import choose, label_counts, label_name
@@ -67,8 +67,8 @@ def run_teacher(name: str, graph: nx.DiGraph, ctx: OptimizeContext, teacher: str
     """Run the teacher over ctx.trainset (one batch per round) and collect, per prompt node,
     (inputs, parsed outputs) of every run whose prediction scores PASS_SCORE or more."""
     examples = ctx.trainset
-    run = TeacherRun(teacher, len(examples), candidates={n: [] for n in prompt_nodes(graph)})
-    step_to_node = {graph.nodes[n]["step"]: n for n in run.candidates}
+    run = TeacherRun(teacher, len(examples), candidates={n: [] for n in parameter_sites(graph)})
+    step_to_node = {site_step(graph, n): n for n in run.candidates}  # body sites: j[*]/Judge
     program = ctx.program(graph, model=teacher)
     pending = list(range(len(examples)))
     passed: set[int] = set()
@@ -111,7 +111,7 @@ def run_teacher(name: str, graph: nx.DiGraph, ctx: OptimizeContext, teacher: str
                 continue
             passed.add(i)
             for e in res.trace:
-                nid = step_to_node.get(e.step)
+                nid = step_to_node.get(event_site(e.step))
                 if nid is None or e.kind not in PROMPT_KINDS or e.parsed is None or e.error is not None:
                     continue
                 run.candidates[nid].append({"inputs": copy.deepcopy(e.inputs), "outputs": copy.deepcopy(e.parsed),
@@ -133,13 +133,13 @@ def choose_demos(graph: nx.DiGraph, run: TeacherRun, examples: list[Example], ma
     balance: labels no teacher run passed get labeled demos too; see coverage.py)."""
     out = copy_graph(graph)
     report: dict[str, dict[str, Any]] = {}
-    for nid in prompt_nodes(graph):
-        node = graph.nodes[nid]
+    for nid in parameter_sites(graph):
+        node = site(graph, nid)
         boot_candidates = run.candidates.get(nid, [])
         labeled, skipped = node_labeled_candidates(graph, nid, examples)
         demos = choose(node, boot_candidates, labeled, balance=balance, boot_rng=rng_for("bootstrap", seed, nid),
                        labeled_rng=rng_for("labeled", seed, nid), max_boot=max_demos, fill_to=max_labeled)
-        out.nodes[nid]["demos"] = demos
+        site(out, nid)["demos"] = demos
         entry: dict[str, Any] = {"candidates": len(boot_candidates),
                                  "bootstrapped": [d["source"] for d in demos if d["kind"] == "bootstrapped"],
                                  "labeled": [d["source"] for d in demos if d["kind"] == "labeled"]}
@@ -163,7 +163,7 @@ class BootstrapFewShot(Optimizer):
 
     def planned_calls(self, graph: nx.DiGraph, n_train: int, n_dev: int, judge: int = 0) -> dict[str, int]:
         # every teacher run is scored by the metric
-        return {"teacher": n_train * self.options["max_rounds"] * (len(prompt_nodes(graph)) + judge)}
+        return {"teacher": n_train * self.options["max_rounds"] * (len(parameter_sites(graph)) + judge)}
 
     def compile(self, graph: nx.DiGraph, ctx: OptimizeContext) -> OptimizeResult:
         o = self.options

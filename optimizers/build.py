@@ -12,7 +12,7 @@ from typing import Any
 import networkx as nx
 
 from lmpc.compiler.diagnostics import printable
-from lmpc.compiler.ir import prompt_nodes
+from lmpc.compiler.ir import parameter_sites, site
 from lmpc.optimizers.base import OptimizeContext, Optimizer, OptimizerConfigError
 from lmpc.optimizers.coverage import label_counts
 from lmpc.optimizers.demos import label_fields
@@ -57,8 +57,8 @@ def plan(graph: nx.DiGraph, optimizers: list[Optimizer], n_train: int, n_dev: in
     """Upper bounds of model calls per stage, before cache hits (what --dry-run prints).
 
     judge: the metric's judge pipeline, whose calls (one run per scored row) count too."""
-    per_judge = len(prompt_nodes(judge)) if judge is not None else 0
-    per_row = len(prompt_nodes(graph)) + per_judge
+    per_judge = len(parameter_sites(judge)) if judge is not None else 0
+    per_row = len(parameter_sites(graph)) + per_judge
     stages = [PlannedStage("evaluate zero-shot on dev", n_dev * per_row)]
     for opt in optimizers:
         for stage, calls in opt.planned_calls(graph, n_train, n_dev, per_judge).items():
@@ -70,8 +70,8 @@ def plan(graph: nx.DiGraph, optimizers: list[Optimizer], n_train: int, n_dev: in
 def demo_labels(graph: nx.DiGraph) -> dict[str, dict[str, int]]:
     """Per prompt node with enum or bool outputs: its demos' label counts (a knn node: its pool's)."""
     out = {}
-    for nid in prompt_nodes(graph):
-        node = graph.nodes[nid]
+    for nid in parameter_sites(graph):
+        node = site(graph, nid)
         shown = (node.get("knn") or {}).get("pool") or node.get("demos", [])
         if label_fields(node):
             out[nid] = label_counts(node, shown)
@@ -105,7 +105,7 @@ def build(graph: nx.DiGraph, optimizers: list[Optimizer], ctx: OptimizeContext) 
         ctx.log(f"warning: the result averages {tokens_after:g} prompt tokens per example, over max_prompt_tokens "
                 f"{ctx.max_prompt_tokens}; only random_search, bayesian and ensemble choose under that budget "
                 f"(lower max_demos / k for the other strategies)")
-    demos = {n: len(current.nodes[n].get("demos", [])) for n in prompt_nodes(current)}
+    demos = {n: len(site(current, n).get("demos", [])) for n in parameter_sites(current)}
     for stage, evaluated in (("zero-shot", before), ("result", after)):
         for warning in (collapse_warning(name, stats) for name, stats in evaluated.labels.items()):
             if warning is not None:

@@ -22,7 +22,7 @@ from typing import Any, Iterable, Sequence
 
 import networkx as nx
 
-from lmpc.compiler.ir import NodeKind, input_id, prompt_nodes, refs
+from lmpc.compiler.ir import SITE_SEP, NodeKind, input_id, parameter_sites, refs, site
 from lmpc.compiler.kinds import KINDS
 from lmpc.runtime.data import Example
 from lmpc.runtime.values import evaluate, get_path, validation_error
@@ -78,7 +78,9 @@ class LabelPlan:
 def label_plan(graph: nx.DiGraph, nid: str) -> LabelPlan:
     """A node takes labeled demos when its inputs are computed from pipeline inputs and
     literals only, and each of its answer fields is returned as is by a pipeline output."""
-    node = graph.nodes[nid]
+    node = site(graph, nid)
+    if SITE_SEP in nid:
+        return LabelPlan(nid, reason="it runs inside a map, per item: the data has no label per item")
     for arg, expr in node["bindings"].items():
         for r in refs(expr):
             if graph.nodes[r["ref"]]["kind"] != NodeKind.INPUT:
@@ -101,7 +103,7 @@ def label_plan(graph: nx.DiGraph, nid: str) -> LabelPlan:
 def labeled_demo(graph: nx.DiGraph, plan: LabelPlan, example: Example) -> dict[str, Any] | None:
     """The node's demo for `example` from its gold values; None when the example lacks gold
     for one of the node's answer fields (or its gold does not fit the field's type)."""
-    node = graph.nodes[plan.node]
+    node = site(graph, plan.node)
     outputs = {}
     for name, pipeline_output in plan.outputs.items():
         if pipeline_output not in example.gold:
@@ -179,4 +181,4 @@ def select(node: dict, candidates: Sequence[dict[str, Any]], k: int, rng: random
 
 
 def demo_count(graph: nx.DiGraph) -> int:
-    return sum(len(graph.nodes[n].get("demos", [])) for n in prompt_nodes(graph))
+    return sum(len(site(graph, n).get("demos", [])) for n in parameter_sites(graph))

@@ -25,7 +25,7 @@ from typing import Any
 
 import networkx as nx
 
-from lmpc.compiler.ir import output_id, prompt_nodes
+from lmpc.compiler.ir import SITE_SEP, output_id, parameter_sites, prompt_nodes, site
 from lmpc.optimizers.base import OptimizeContext, OptimizerConfigError
 from lmpc.runtime.data import Example
 from lmpc.runtime.prompt import render_inputs, render_outputs
@@ -88,7 +88,7 @@ def describe_program(graph: nx.DiGraph, nid: str) -> str:
             continue
         args = ", ".join(f"{a}: {_expr_text(graph, e)}" for a, e in d["bindings"].items())
         what = d.get("signature") or d.get("fn") or ""
-        mark = "   <- the step to instruct" if n == nid else ""
+        mark = "   <- the step to instruct" if n == nid.partition(SITE_SEP)[0] else ""  # a map: its body's step
         lines.append(f"  {d['step']} = {d['kind']} {what}({args}){mark}")
     returned = [f"{name}: {_expr_text(graph, graph.nodes[output_id(name)]['bindings']['value'])}"
                 for name in g["outputs"] if output_id(name) in graph]
@@ -182,21 +182,21 @@ def propose_instructions(graph: nx.DiGraph, ctx: OptimizeContext, n: int, propos
         raise OptimizerConfigError(f"bayesian: proposer `{proposer}` is not a declared model "
                                    f"(declared: {', '.join(models) or 'none'}); declare it with "
                                    f"`model {proposer} = ...` and pass its name, e.g. `proposer: {proposer}`")
-    nodes = prompt_nodes(graph)
-    out = {nid: [graph.nodes[nid]["instructions"].strip()] for nid in nodes}
+    nodes = parameter_sites(graph)
+    out = {nid: [site(graph, nid)["instructions"].strip()] for nid in nodes}
     report: dict[str, Any] = {"calls": 0, "dropped": 0, "model": {}}
     if n <= 1:
         return out, report
     data = summarize_data(ctx.trainset)
     by_model: dict[str, list[str]] = {}
     for nid in nodes:
-        name = proposer or graph.nodes[nid].get("model") or graph.graph["default_model"]
+        name = proposer or site(graph, nid).get("model") or graph.graph["default_model"]
         by_model.setdefault(name, []).append(nid)
         report["model"][nid] = name
     for name, group in sorted(by_model.items()):
         program = ctx.program(proposer_graph(models, name))
-        fixed = {nid: {"program": describe_program(graph, nid), "step": describe_step(graph.nodes[nid]),
-                       "data": data, "examples": describe_examples(graph.nodes[nid], demos.get(nid, []))}
+        fixed = {nid: {"program": describe_program(graph, nid), "step": describe_step(site(graph, nid)),
+                       "data": data, "examples": describe_examples(site(graph, nid), demos.get(nid, []))}
                  for nid in group}
         for r in range(PROPOSAL_ROUNDS):
             # one row per missing candidate; tips rotate, starting where the node's list stands

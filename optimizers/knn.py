@@ -20,7 +20,7 @@ from typing import Any
 import networkx as nx
 
 from lmpc.compiler.options import STRATEGY_OPTIONS
-from lmpc.compiler.ir import prompt_nodes
+from lmpc.compiler.ir import parameter_sites, site
 from lmpc.optimizers.base import OptimizeContext, Optimizer, OptimizerConfigError, OptimizeResult
 from lmpc.optimizers.bootstrap import check_teacher, run_teacher
 from lmpc.optimizers.coverage import choose, label_counts
@@ -37,7 +37,7 @@ class KNNFewShot(Optimizer):
     options_spec = STRATEGY_OPTIONS["knn_few_shot"]
 
     def planned_calls(self, graph: nx.DiGraph, n_train: int, n_dev: int, judge: int = 0) -> dict[str, int]:
-        return {"teacher": n_train * (len(prompt_nodes(graph)) + judge)}
+        return {"teacher": n_train * (len(parameter_sites(graph)) + judge)}
 
     def compile(self, graph: nx.DiGraph, ctx: OptimizeContext) -> OptimizeResult:
         o = self.options
@@ -53,8 +53,8 @@ class KNNFewShot(Optimizer):
         out = copy_graph(graph)
         nodes: dict[str, dict[str, Any]] = {}
         embedded = 0
-        for nid in prompt_nodes(graph):
-            node = graph.nodes[nid]
+        for nid in parameter_sites(graph):
+            node = site(graph, nid)
             boot_candidates = run.candidates.get(nid, [])
             boot = dedupe(seeded_order(boot_candidates, rng_for("knn", seed, nid)))
             entry: dict[str, Any] = {"candidates": len(boot_candidates), "bootstrapped": len(boot)}
@@ -90,12 +90,12 @@ class KNNFewShot(Optimizer):
                 continue
             vectors = embed_cached(embedder, [render_inputs(node, d["inputs"]) for d in pool], ctx.cache)
             embedded += len(pool)
-            out.nodes[nid]["knn"] = {"k": o["k"], "embedder": o["embedder"], "identity": embedder.identity,
+            site(out, nid)["knn"] = {"k": o["k"], "embedder": o["embedder"], "identity": embedder.identity,
                                      "pool": pool, "vectors": vectors}
-            out.nodes[nid]["demos"] = []  # chosen per row at run time
+            site(out, nid)["demos"] = []  # chosen per row at run time
             entry["pool"] = len(pool)
             nodes[nid] = entry
-        sizes = ", ".join(f"`{graph.nodes[n]['step']}` {e.get('pool', 0)}" for n, e in nodes.items())
+        sizes = ", ".join(f"`{site(graph, n)['step']}` {e.get('pool', 0)}" for n, e in nodes.items())
         ctx.log(f"{self.name}: pools of demos per step: {sizes}; embedded with {embedder.identity}")
         report = {"seed": seed, "k": o["k"], "embedder": o["embedder"], "embedder_identity": embedder.identity,
                   "dim": embedder.dim, "embedded": embedded, "calls": run.calls, **run.summary(), "nodes": nodes}

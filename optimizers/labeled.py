@@ -5,7 +5,7 @@ from __future__ import annotations
 import networkx as nx
 
 from lmpc.compiler.options import STRATEGY_OPTIONS
-from lmpc.compiler.ir import prompt_nodes
+from lmpc.compiler.ir import parameter_sites, site
 from lmpc.optimizers.base import OptimizeContext, Optimizer, OptimizeResult
 from lmpc.optimizers.demos import copy_graph, label_plan, labeled_candidates, rng_for, select
 from lmpc.runtime.data import Example
@@ -30,7 +30,7 @@ def labeled_demos(graph: nx.DiGraph, examples: list[Example], k: int, seed: int,
     Returns (node -> demos, node -> why it takes none)."""
     chosen: dict[str, list[dict]] = {}
     skipped: dict[str, str] = {}
-    for nid in (only if only is not None else prompt_nodes(graph)):
+    for nid in (only if only is not None else parameter_sites(graph)):
         plan = label_plan(graph, nid)
         if not plan.ok:
             skipped[nid] = f"cannot take labeled demos: {plan.reason}"
@@ -40,7 +40,7 @@ def labeled_demos(graph: nx.DiGraph, examples: list[Example], k: int, seed: int,
         if not candidates and not taken:
             skipped[nid] = "no training example has gold for all of its outputs"
             continue
-        chosen[nid] = select(graph.nodes[nid], candidates, k, rng_for("labeled", seed, nid))
+        chosen[nid] = select(site(graph, nid), candidates, k, rng_for("labeled", seed, nid))
     return chosen, skipped
 
 
@@ -58,7 +58,7 @@ class LabeledFewShot(Optimizer):
         out = copy_graph(graph)
         chosen, skipped = labeled_demos(graph, ctx.trainset, self.options["k"], seed)
         for nid, demos in chosen.items():
-            out.nodes[nid]["demos"] = demos
+            site(out, nid)["demos"] = demos
         nodes = {nid: {"labeled": [d["source"] for d in demos]} for nid, demos in chosen.items()}
         nodes.update({nid: {"skipped": why} for nid, why in skipped.items()})
         if skipped:
