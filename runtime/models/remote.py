@@ -142,11 +142,14 @@ class OpenAIModel(Model):
         if cancel is not None and cancel.cancelled:
             raise Interrupted(f"model `{self.name}`: not sent, the batch was interrupted")
         loop = self._running_loop()
-        fut = asyncio.run_coroutine_threadsafe(self._generate(req), loop)
+        fut = asyncio.run_coroutine_threadsafe(self._outcome(req), loop)
         # Cancelling the future cancels the task on the loop, which closes its connection.
         remove = cancel.on_cancel(fut.cancel) if cancel is not None else None
         try:
-            return fut.result()
+            completion, error = fut.result()
+            if error is not None:
+                raise error
+            return completion
         except concurrent.futures.CancelledError:
             raise Interrupted(f"model `{self.name}`: the call to {self.shown_url} was cancelled") from None
         except BaseException:
@@ -194,6 +197,17 @@ class OpenAIModel(Model):
             loop.close()
 
     # -- on the model's loop ----------------------------------------------------------------
+    async def _outcome(self, req: GenerationRequest) -> tuple[Completion | None, BaseException | None]:
+        """_generate's result or error as a value. A caller that stopped waiting (its batch
+        was interrupted) cancels the future, and asyncio would then log the task's unretrieved
+        error with a traceback on stderr; as a value, nothing is left unretrieved."""
+        try:
+            return await self._generate(req), None
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:  # noqa: BLE001 - re-raised in the calling thread
+            return None, e
+
     async def _generate(self, req: GenerationRequest) -> Completion:
         while True:
             fmt = self._format if req.json_schema is not None else "none"
