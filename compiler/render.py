@@ -61,16 +61,30 @@ def to_mermaid(g: nx.DiGraph) -> str:
     return "\n".join(lines) + "\n"
 
 
-def to_dot(g: nx.DiGraph) -> str:
-    q = lambda s: '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"'  # noqa: E731
-    lines = [f"digraph {q(g.graph['name'])} {{", "  rankdir=TB;", "  node [fontname=Helvetica];"]
+def _q(s: str) -> str:
+    return '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _dot_lines(g: nx.DiGraph, prefix: str, indent: str) -> list[str]:
+    lines = []
     for nid in g.graph.get("order", g.nodes):
         d = g.nodes[nid]
-        shape = "ellipse" if d["kind"] in ("input", "output") else "box"
-        lines.append(f"  {q(nid)} [shape={shape}, label={q(_label(nid, d))}];")
+        shape = "ellipse" if d["kind"] in (NodeKind.INPUT, NodeKind.OUTPUT) else "box"
+        lines.append(f"{indent}{_q(prefix + nid)} [shape={shape}, label={_q(_label(nid, d))}];")
+        if "body" in d:  # a node's body: a cluster, run once per item
+            sub = site_id(prefix + nid, "")
+            lines.append(f"{indent}subgraph {_q('cluster_' + sub)} {{")
+            lines.append(f"{indent}  label={_q(f'{nid}: each item')};")
+            lines += _dot_lines(d["body"], sub, indent + "  ")
+            lines.append(f"{indent}}}")
     for u, v, d in sorted(g.edges(data=True)):
-        lines.append(f"  {q(u)} -> {q(v)} [label={q(_edge_label(d))}];")
-    return "\n".join(lines + ["}"]) + "\n"
+        lines.append(f"{indent}{_q(prefix + u)} -> {_q(prefix + v)} [label={_q(_edge_label(d))}];")
+    return lines
+
+
+def to_dot(g: nx.DiGraph) -> str:
+    lines = [f"digraph {_q(g.graph['name'])} {{", "  rankdir=TB;", "  node [fontname=Helvetica];"]
+    return "\n".join(lines + _dot_lines(g, "", "  ") + ["}"]) + "\n"
 
 
 def to_json_text(g: nx.DiGraph) -> str:

@@ -17,7 +17,7 @@ from lmpc.compiler.api import analyze
 from lmpc.compiler.artifact import load_artifact, make_artifact, write_artifact
 from lmpc.compiler.ir import parameter_sites, site, walk
 from lmpc.compiler.kinds import KINDS
-from lmpc.compiler.render import to_mermaid
+from lmpc.compiler.render import to_dot, to_mermaid
 from lmpc.runtime.program import Program
 from lmpc.runtime.prompt import decoding_schema, render_messages
 
@@ -161,8 +161,11 @@ def test_graph_rendering(kind, tmp_path):
     g = compile_file(_program(tmp_path, kind)).graphs["p"]
     text = to_mermaid(g)
     assert f"x = {kind} " in text
-    if kind == "map":
+    dot = to_dot(g)
+    assert f"x = {kind} " in dot
+    if kind == "map":  # the body is drawn inside the node's subgraph (cluster)
         assert "subgraph" in text and "Sentiment = predict Sentiment" in text
+        assert 'subgraph "cluster_x[*]/"' in dot and '"x[*]/Sentiment"' in dot
 
 
 @pytest.mark.parametrize("kind", sorted(KINDS))
