@@ -55,9 +55,12 @@ def _examples(prog, settings: dict[str, Any], base: Path) -> tuple[list, list]:
     return trainset, devset
 
 
-def _print_plan(pipeline: str, stages: list, trainset: list, devset: list, judge: str | None, budget) -> None:
+def _print_plan(pipeline: str, stages: list, trainset: list, devset: list, judge: str | None, budget,
+                maps: list[str] = ()) -> None:
+    # A map's item count is known only at run time: its body's calls are counted once per row.
+    bounds = f"one item per row of the map step(s) {', '.join(f'`{m}`' for m in maps)}" if maps else "upper bounds"
     print(f"build plan for `{pipeline}`: {len(trainset)} train, {len(devset)} dev examples "
-          f"(upper bounds; cached calls are free)")
+          f"({bounds}; cached calls are free)")
     for s in stages:
         print(f"  {s.calls:>7}  {s.stage}")
     print(f"  {sum(s.calls for s in stages):>7}  model calls in all"
@@ -112,7 +115,8 @@ def cmd_build(args: argparse.Namespace) -> int:
     judge = metric_spec["name"] if metric_spec.get("kind") == "pipeline" else None
     stages = plan(prog.graph, optimizers, len(trainset), len(devset), checked.graphs[judge] if judge else None)
     if args.dry_run:
-        _print_plan(pipeline, stages, trainset, devset, judge, budget)
+        maps = [d["step"] for _, d in prog.graph.nodes(data=True) if d["kind"] == "map"]
+        _print_plan(pipeline, stages, trainset, devset, judge, budget, maps)
         prog.close()
         return 0
 
