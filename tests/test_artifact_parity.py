@@ -88,3 +88,48 @@ def test_the_sentiment_example_artifact_replays_the_builds_calls(tmp_path):
                                       "--strategy", "bootstrap_few_shot(max_demos: 2, max_labeled: 1)")
     assert summary["score"] == round(report["score_after"], 4)
     assert summary["cache_hits"] == summary["calls"] == 6, summary
+
+
+UPPER = '''
+signature Shout = text: str -> loud: str
+signature Sentiment = "Classify the sentiment." text: str -> label: "positive" | "negative"
+pipeline p(text: str) -> (label: "positive" | "negative", loud: str) {
+    u = call "helpers/shout.py:shout" Shout(text: text)
+    s = predict Sentiment(text: u.loud)
+    return label: s.label, loud: u.loud
+}
+optimize p {
+    train "d.jsonl"
+    dev "d.jsonl"
+    metric exact_match(label)
+    strategy labeled_few_shot(k: 1)
+}
+'''
+
+
+def test_build_places_the_python_files_beside_the_artifact_and_running_them_needs_trust(tmp_path):
+    (tmp_path / "helpers").mkdir()
+    (tmp_path / "helpers" / "shout.py").write_text("def shout(text):\n    return text.upper()\n")
+    (tmp_path / "d.jsonl").write_text(json.dumps({"text": "great", "label": "positive"}) + "\n")
+    src = tmp_path / "p.lmp"
+    src.write_text(UPPER)
+    out = tmp_path / "dist" / "p.lmpc.json"
+    r = lmpc("build", str(src), "-o", str(out), cache=tmp_path / "c")
+    assert r.returncode == 0, r.stderr
+    copied = tmp_path / "dist" / "helpers" / "shout.py"
+    assert copied.read_text() == (tmp_path / "helpers" / "shout.py").read_text()
+    assert json.loads(out.read_text())["code"][0]["file"] == "helpers/shout.py"
+
+    refused = lmpc("run", str(out), "-i", "text=fine", cache=tmp_path / "c")
+    assert refused.returncode == 2 and "helpers/shout.py" in refused.stderr and "--trust-code" in refused.stderr
+    ran = lmpc("run", str(out), "-i", "text=fine", "--trust-code", "--json", cache=tmp_path / "c")
+    assert ran.returncode == 0, ran.stderr
+    assert json.loads(ran.stdout.splitlines()[-1])["outputs"]["loud"] == "FINE"
+
+    # A different file already where the build would copy it is never overwritten.
+    other = tmp_path / "other"
+    (other / "helpers").mkdir(parents=True)
+    (other / "helpers" / "shout.py").write_text("def shout(text):\n    return 'pwned'\n")
+    clash = lmpc("build", str(src), "-o", str(other / "p.lmpc.json"), cache=tmp_path / "c")
+    assert clash.returncode == 2 and "exists and differs" in clash.stderr
+    assert "pwned" in (other / "helpers" / "shout.py").read_text() and not (other / "p.lmpc.json").exists()
