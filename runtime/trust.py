@@ -18,34 +18,18 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 from lmpc.compiler.artifact import Artifact, ArtifactError, ArtifactTrustError, code_refs, sha256_file
 from lmpc.compiler.artifact_graph import safe_relative_file
 from lmpc.compiler.options import model_option_problems
+from lmpc.runtime.redact import safe_url
 
 TRUST_CODE_HINT = "pass --trust-code (lmpc.load(..., trust_code=True)) if you trust it: the code runs with your permissions"
 
 
-def shown_url(url: Any) -> str:
-    """A URL as it may be printed: no user:password@, no query (keys often travel there)."""
-    try:
-        parts = urlsplit(str(url))
-        host = parts.hostname or ""
-        port = f":{parts.port}" if parts.port else ""
-    except ValueError:
-        return "(an unparsable URL)"
-    return f"{parts.scheme}://{host}{port}{parts.path}" if parts.scheme else "(a URL without a scheme)"
-
-
-def _code_users(artifact: Artifact, include_metric: bool) -> dict[str, list[str]]:
-    optimize = artifact.optimize if include_metric else {}
-    return code_refs(artifact.graphs, optimize)
-
-
 def check_code(artifact: Artifact, trust_code: bool, include_metric: bool = False) -> None:
     """Refuse code the user has not trusted; with trust, check each file is the one the build used."""
-    users = _code_users(artifact, include_metric)
+    users = code_refs(artifact.graphs, artifact.optimize if include_metric else {})
     if not users:
         return
     name = artifact.path.name if artifact.path else "this artifact"
@@ -74,7 +58,7 @@ def _model_risks(name: str, spec: dict, supplied: set[str]) -> list[str]:
     if spec["provider"] == "openai":
         if "base_url" not in supplied:
             url = options.get("base_url")
-            where = shown_url(url) if isinstance(url, str) else "the default OpenAI endpoint"
+            where = safe_url(url) if isinstance(url, str) else "the default OpenAI endpoint"
             risks.append(f"sends your inputs to {where}")
         key_env = options.get("api_key_env")
         if key_env is not None and "api_key_env" not in supplied and not isinstance(key_env, dict):

@@ -155,7 +155,7 @@ def test_remote_endpoints_and_key_variables_need_the_users_approval(tmp_path, mo
     save(out, data)
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "very-secret-value")
     message = refused(out, "uses models you have not approved")
-    assert "http://evil.example:8443/v1" in message and "AWS_SECRET_ACCESS_KEY" in message
+    assert "evil.example:8443/v1" in message and "AWS_SECRET_ACCESS_KEY" in message
     assert "pw" not in message and "abc" not in message and "very-secret-value" not in message
     # The user's own configuration replaces what the artifact chose: then no approval is needed.
     monkeypatch.setenv("MY_KEY", "k")
