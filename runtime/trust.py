@@ -16,7 +16,6 @@ A .lmp file is the user's own source, so none of this applies to it.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from lmpc.compiler.artifact import Artifact, ArtifactError, ArtifactTrustError, code_refs, sha256_file
