@@ -103,6 +103,13 @@ def place_code(graphs: dict[str, nx.DiGraph], optimize: dict[str, Any], source_d
     raises the same errors, copies nothing: a build checks this before its first model call)."""
     import shutil
 
+    for g in graphs.values():
+        # The corpus path and its trust (like a model file outside the artifact's folder) are
+        # not designed yet: refuse rather than write an artifact that cannot find its corpus.
+        step = next((nid for nid, d in walk(g) if d.get("kind") == "retrieve"), None)
+        if step is not None:
+            raise ArtifactError(f"step `{step}` is a `retrieve` step, which an artifact cannot hold yet; run the "
+                                ".lmp file itself (lmpc run, lmpc eval)")
     folder = artifact_path.resolve().parent
     copied = []
     for file, users in sorted(code_refs(graphs, optimize).items()):

@@ -118,6 +118,16 @@ class ModelDecl:
 
 
 @dataclass
+class RetrieverDecl:
+    name: str
+    provider: str  # "index": the embedded index (runtime/retrieval.py)
+    options: list[KwArg]
+    span: Span
+    name_span: Span
+    provider_span: Span
+
+
+@dataclass
 class TypeDecl:
     name: str
     type: TypeExpr
@@ -207,7 +217,7 @@ class OptimizeDecl:
     name_span: Span
 
 
-Decl = Union[ModelDecl, TypeDecl, SignatureDecl, PipelineDecl, OptimizeDecl]
+Decl = Union[ModelDecl, RetrieverDecl, TypeDecl, SignatureDecl, PipelineDecl, OptimizeDecl]
 
 
 @dataclass

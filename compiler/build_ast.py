@@ -95,6 +95,12 @@ class AstBuilder(Transformer):
         return ast.ModelDecl(str(name), str(provider), kwargs or [], self.mspan(meta),
                              self.tspan(name), self.tspan(provider))
 
+    @v_args(meta=True)
+    def retriever_decl(self, meta, c):
+        name, provider, kwargs = c
+        return ast.RetrieverDecl(str(name), str(provider), kwargs or [], self.mspan(meta),
+                                 self.tspan(name), self.tspan(provider))
+
     def kwargs(self, c):
         return list(c)
 

@@ -46,6 +46,8 @@ class Context:
     pipeline_decls: dict[str, ast.PipelineDecl] = field(default_factory=dict)
     pipelines: dict[str, PipelineInfo] = field(default_factory=dict)
     models: dict[str, ModelInfo] = field(default_factory=dict)
+    retrievers: dict[str, dict] = field(default_factory=dict)  # name -> spec (compiler/retrievers.py)
+    retriever_decls: dict[str, ast.RetrieverDecl] = field(default_factory=dict)
 
     def report(self, code: str, span: Span, message: str, hint: str | None = None) -> None:
         self.diagnostics.append(Diagnostic(code, span, message, hint))
@@ -131,6 +133,7 @@ class Context:
 
 def check_module(module: ast.Module, suppressed: set[str]) -> tuple[CheckedProgram, list[Diagnostic]]:
     from lmpc.compiler.check_pipeline import check_pipelines
+    from lmpc.compiler.retrievers import check_retrievers
 
     ctx = Context(module, suppressed)
     _collect_names(ctx)
@@ -139,6 +142,7 @@ def check_module(module: ast.Module, suppressed: set[str]) -> tuple[CheckedProgr
     for decl in ctx.signature_decls.values():
         ctx.signatures[decl.name] = _check_signature(ctx, decl)
     default_model = _check_models(ctx)
+    check_retrievers(ctx)
     check_pipelines(ctx)
     optimize = _check_optimize_blocks(ctx)
     program = CheckedProgram(
@@ -152,6 +156,7 @@ def check_module(module: ast.Module, suppressed: set[str]) -> tuple[CheckedProgr
         pipelines=ctx.pipelines,
         optimize=optimize,
         diagnostics=[],
+        retrievers=ctx.retrievers,
     )
     return program, ctx.diagnostics
 
@@ -179,6 +184,8 @@ def _collect_names(ctx: Context) -> None:
             ctx.pipeline_decls[decl.name] = decl
         elif isinstance(decl, ast.ModelDecl):
             ctx.models[decl.name] = ModelInfo(decl.name, decl.provider, {}, decl.span)
+        elif isinstance(decl, ast.RetrieverDecl):
+            ctx.retriever_decls[decl.name] = decl
 
 
 def _type_like(ctx: Context, name: str) -> bool:

@@ -80,7 +80,9 @@ def _pipeline_call_interface(ctx: Context, info: PipelineInfo, s: ast.Step):
 
 
 def _target(ctx: Context, info: PipelineInfo, s: ast.Step, kind) -> Target | None:
-    """The signature (or, for kinds that allow it, the pipeline) a step names."""
+    """The signature (or, for kinds that allow it, the pipeline or retriever) a step names."""
+    if "retriever" in kind.targets:
+        return kind.retriever_target(ctx, s)
     if s.target in ctx.pipelines:
         if "pipeline" in kind.targets:
             info.calls.add(s.target)

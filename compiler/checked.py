@@ -74,6 +74,7 @@ class CheckedProgram:
     optimize: dict[str, OptimizeInfo]
     diagnostics: list[Diagnostic]  # warnings (a program with errors raises instead)
     graphs: dict[str, nx.DiGraph] = field(default_factory=dict)
+    retrievers: dict[str, dict] = field(default_factory=dict)  # name -> spec (compiler/retrievers.py)
 
     def entry_pipelines(self) -> list[str]:
         """Pipelines no other pipeline calls: the candidates to run."""

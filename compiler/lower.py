@@ -85,7 +85,9 @@ class Lowering:
         if kind == NodeKind.PIPELINE:
             inputs, outputs = self.target_fields(s)
             return {"pipeline": s.target, "inputs": inputs, "outputs": outputs}
-        attrs = KINDS[kind].lower(s, self.program.signatures[s.target], self)
+        target = (self.program.retrievers[s.target] if "retriever" in KINDS[kind].targets
+                  else self.program.signatures[s.target])
+        attrs = KINDS[kind].lower(s, target, self)
         for name in attrs["inputs"]:
             bindings.setdefault(name, {"lit": None})  # optional inputs not passed get null
         return attrs

@@ -18,9 +18,9 @@ from lmpc.compiler.diagnostics import Diagnostic, Span
 from lmpc.compiler.types import MAX_NESTING
 from lmpc.grammar import get_parser
 
-TOP_KEYWORDS = ("model", "type", "signature", "pipeline", "optimize")
-_DECL_START = re.compile(r"(model|type|signature|pipeline|optimize)\b")
-_DECL_NAME = re.compile(r"(model|type|signature|pipeline|optimize)\s+([A-Za-z_]\w*)")
+TOP_KEYWORDS = ("model", "retriever", "type", "signature", "pipeline", "optimize")
+_DECL_START = re.compile(r"(model|retriever|type|signature|pipeline|optimize)\b")
+_DECL_NAME = re.compile(r"(model|retriever|type|signature|pipeline|optimize)\s+([A-Za-z_]\w*)")
 
 # How terminals read in "expected ..." hints.
 _TERMINAL_WORDS = {

@@ -32,7 +32,7 @@ from typing import Any
 import networkx as nx
 
 from lmpc.compiler.ir import NodeKind, input_id, is_step, item_step
-from lmpc.compiler.kinds import KINDS, CallFunction, Generate, RunBody
+from lmpc.compiler.kinds import KINDS, CallFunction, Generate, Retrieve, RunBody
 from lmpc.runtime.budget import BudgetExceededError, CallBudget
 from lmpc.runtime.cache import CallCache
 from lmpc.runtime.errors import ConfigurationError, Interrupted, LmpcRuntimeError, OutputError
@@ -184,6 +184,15 @@ class Executor:
             (lanes.setdefault(lane, []) if lane else singles).append(t)
         for nid, group in bodies.items():
             self._run_bodies(nid, group, run)
+        searches: dict[str, list[_Task]] = {}
+        for t in singles:
+            if isinstance(t.request, Retrieve):
+                searches.setdefault(t.nid, []).append(t)
+        for group in searches.values():  # one search (one embedding batch) for all rows' queries of a node
+            try:
+                self.perform.prefetch_retrievals(group[0].node, [(t.request.query, t.request.k) for t in group])
+            except LmpcRuntimeError:
+                pass  # each row's own search reports it
         futures = [self.threads.submit(self._run_lane, group, run) for group in lanes.values()]
         futures += [self.threads.submit(self._run_lane, [t], run) for t in singles]
         try:
@@ -307,6 +316,8 @@ class Executor:
         try:
             if isinstance(req, CallFunction):
                 out = self.perform.call(req.node, req.inputs)
+            elif isinstance(req, Retrieve):
+                out = self.perform.retrieve(req.node, req.query, req.k, event)
             else:
                 out = self.perform.generate(req.node, req.inputs, event, run)
             event.parsed = out

@@ -5,6 +5,7 @@ resolution are shared; runs (RunBody) are the executor's own business."""
 
 from __future__ import annotations
 
+import json
 import threading
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,9 @@ class Performer:
         self.budget = budget
         self._knn: dict[str, KnnDemos] = {}  # step -> its kNN demo chooser (knn_few_shot), made on first use
         self._knn_lock = threading.Lock()
+        self._indexes: dict[str, Any] = {}  # retriever spec -> its opened RetrievalIndex
+        self._prefetched: dict[str, dict] = {}  # call key -> a search done for a whole level
+        self._index_lock = threading.Lock()
 
     def model_name(self, node: dict) -> str:
         return self.model_override or node.get("model") or self.default_model
@@ -108,3 +112,61 @@ class Performer:
                 chooser = KnnDemos(node, self.models, self.base_dir, self.cache)
                 self._knn[node["step"]] = chooser
             return chooser
+
+    # -- retrieval --------------------------------------------------------------------------
+    def _index(self, spec: dict) -> Any:
+        from lmpc.runtime.embed import create_embedder
+        from lmpc.runtime.retrieval import RetrievalIndex
+
+        key = json.dumps(spec, sort_keys=True)
+        with self._index_lock:  # opened (or built) once per run, whatever the number of rows
+            index = self._indexes.get(key)
+            if index is None:
+                corpus = Path(spec["corpus"])
+                embedder = (None if spec["mode"] == "bm25"
+                            else create_embedder(spec["embedder"], self.models, self.base_dir))
+                index = RetrievalIndex.open(corpus if corpus.is_absolute() else self.base_dir / corpus,
+                                            spec["text"], spec["id"], spec["mode"], embedder, self._index_dir())
+                self._indexes[key] = index
+            return index
+
+    def _index_dir(self) -> Path:
+        """Beside the call cache (--cache-dir moves both); the default cache dir without one."""
+        from lmpc.runtime.cache import default_cache_dir
+
+        path = getattr(self.cache, "path", None)
+        return Path(path).parent if path else default_cache_dir()
+
+    def _retrieval_key(self, index: Any, query: str, k: int) -> str:
+        return call_key({"retrieval": index.folder.name, "query": query, "k": k})
+
+    def prefetch_retrievals(self, node: dict, searches: list[tuple[str, int]]) -> None:
+        """Search all rows' queries of a node together (one embedder call per k), for the
+        searches the cache does not hold; retrieve() then uses the results."""
+        index = self._index(node["retriever"])
+        by_k: dict[int, list[str]] = {}
+        for query, k in searches:
+            key = self._retrieval_key(index, query, k)
+            if key not in self._prefetched and self.cache.get(key) is None and query not in by_k.get(k, []):
+                by_k.setdefault(k, []).append(query)
+        for k, queries in by_k.items():
+            for query, hits in zip(queries, index.search(queries, k)):
+                self._prefetched[self._retrieval_key(index, query, k)] = {
+                    "hits": [{"id": h.id, "text": h.text, "score": h.score} for h in hits]}
+
+    def retrieve(self, node: dict, query: str, k: int, event: TraceEvent) -> list[dict]:
+        """The k best passages for query (cached like a model call, not counted as one)."""
+        index = self._index(node["retriever"])
+        key = self._retrieval_key(index, query, k)
+
+        def compute() -> dict:
+            done = self._prefetched.pop(key, None)
+            if done is not None:
+                return done
+            return {"hits": [{"id": h.id, "text": h.text, "score": h.score} for h in index.search([query], k)[0]]}
+
+        value, hit = self.cache.get_or_compute(key, compute)
+        event.cache_hit = hit
+        event.extra["retrieval"] = {"retriever": node["retriever"]["name"], "query": query,
+                                    "ids": [h["id"] for h in value["hits"]]}
+        return value["hits"]

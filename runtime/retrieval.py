@@ -22,15 +22,15 @@ from typing import Any
 from lmpc.runtime.cache import default_cache_dir
 from lmpc.runtime.data import DataError, read_rows
 from lmpc.runtime.embed import Embedder
-from lmpc.runtime.errors import LmpcRuntimeError
+from lmpc.runtime.errors import ConfigurationError
 
 MODES = ("bm25", "dense", "hybrid")
 RRF_K = 60  # the constant of reciprocal rank fusion (Cormack et al. 2009)
 FORMAT = 1  # bumped when the saved layout changes (part of the folder's key)
 
 
-class RetrievalError(LmpcRuntimeError):
-    """A corpus that cannot be read, a missing package, a bad mode."""
+class RetrievalError(ConfigurationError):
+    """A corpus that cannot be read, a missing package, a bad mode: every row would fail."""
 
 
 @dataclass(frozen=True)

@@ -46,7 +46,21 @@ class RunBody:
     rows: list[dict[str, Any]]
 
 
-Request = Generate | CallFunction | RunBody
+@dataclass
+class Retrieve:
+    """A search of the retriever `node["retriever"]` for `query`; answered with the k best
+    passages, best first, as [{"id", "text", "score"}] (runtime/retrieval.py)."""
+
+    node: dict
+    query: str
+    k: int
+
+    @property
+    def inputs(self) -> dict[str, Any]:  # what a trace event shows
+        return {"query": self.query, "k": self.k}
+
+
+Request = Generate | CallFunction | RunBody | Retrieve
 Execution = Generator[Request, Any, dict[str, Any]]
 
 

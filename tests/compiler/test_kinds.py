@@ -66,6 +66,14 @@ CASES = {
         {"text": "good bad good"}, {"labels": ["positive", "negative", "positive"]},
         "pipeline p(text: str) -> (labels: list[Label]) {\n    x = map Sentiment(text: t) for t in text\n"
         "    return labels: x.label\n}", "not-a-list"),
+    "retrieve": Case(
+        'retriever r = index(corpus: "corpus.jsonl", mode: "bm25")\n'
+        "pipeline p(text: str) -> (ids: list[str], passages: list[str]) {\n    x = retrieve r(query: text, k: 1)\n"
+        "    return ids: x.ids, passages: x.passages\n}",
+        {"text": "a good day"}, {"ids": ["g"], "passages": ["What a good day it was."]},
+        'retriever r = index(corpus: "corpus.jsonl", mode: "bm25")\n'
+        "pipeline p(text: str) -> (ids: list[str]) {\n    x = retrieve r(query: text, k: 0)\n"
+        "    return ids: x.ids\n}", "bad-retrieve-k"),
 }
 
 
@@ -85,6 +93,8 @@ def _program(tmp_path: Path, kind: str) -> Path:
     src = tmp_path / "p.lmp"
     src.write_text(HEADER + CASES[kind].good + "\n")
     (tmp_path / "tools.py").write_text("def count(text):\n    return {'words': len(text.split())}\n")
+    (tmp_path / "corpus.jsonl").write_text('{"id": "g", "text": "What a good day it was."}\n'
+                                          '{"id": "b", "text": "The storm broke the fence."}\n')
     return src
 
 

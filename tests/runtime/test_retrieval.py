@@ -103,3 +103,11 @@ def test_errors_are_clear(tmp_path, corpus):
 def test_a_query_with_no_corpus_word_finds_nothing_by_bm25(tmp_path, corpus):
     index = RetrievalIndex.open(corpus, "text", "id", "bm25", None, tmp_path / "cache")
     assert index.search(["zzzz qqqq", "Seine"], 3)[0] == []
+
+
+def test_without_the_extra_the_error_says_how_to_install_it(tmp_path, corpus, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "bm25s", None)  # as if not installed: import raises ImportError
+    with pytest.raises(RetrievalError, match=r"bm25s.*pip install 'lmpc\[retrieval\]'"):
+        RetrievalIndex.open(corpus, "text", "id", "bm25", None, tmp_path / "cache")

@@ -1,0 +1,113 @@
+"""`retrieve` steps at run time: the queries of a batch embedded together, the index built
+once and reopened, results cached (not counted as model calls) and traced; one run on the
+real embedded model (SmolLM2) answering from the passages; `lmpc build` refuses them."""
+
+import json
+
+import pytest
+
+pytest.importorskip("bm25s")
+pytest.importorskip("faiss")
+
+from lmpc.compiler import compile_file  # noqa: E402
+from lmpc.compiler.artifact import ArtifactError, place_code  # noqa: E402
+from lmpc.compiler.retrievers import MODES as CHECKED_MODES  # noqa: E402
+from lmpc.runtime.embed import E5Embedder, register_embedder  # noqa: E402
+from lmpc.runtime.program import Program  # noqa: E402
+from lmpc.runtime.retrieval import MODES, RetrievalError  # noqa: E402
+
+PASSAGES = [
+    ("paris", "Paris is the capital and most populous city of France."),
+    ("tokyo", "Tokyo is the capital of Japan."),
+    ("photo", "Photosynthesis is how plants use sunlight to make sugar from carbon dioxide."),
+    ("everest", "Mount Everest is Earth's highest mountain, in the Himalayas."),
+]
+
+
+class Counting(E5Embedder):
+    calls = 0
+
+    def embed(self, texts):
+        Counting.calls += 1
+        return super().embed(texts)
+
+
+@pytest.fixture
+def counting():
+    register_embedder("counting-e5", Counting)
+    Counting.calls = 0
+    yield Counting
+    register_embedder("counting-e5", None)
+
+
+def write(tmp_path, mode, embedder="counting-e5", body=None):
+    (tmp_path / "wiki.jsonl").write_text("".join(json.dumps({"id": i, "text": t}) + "\n" for i, t in PASSAGES))
+    src = tmp_path / "p.lmp"
+    src.write_text(f'model m = llama_cpp(builtin: "smollm2-135m")\n'
+                   f'retriever wiki = index(corpus: "wiki.jsonl", mode: "{mode}", embedder: "{embedder}")\n'
+                   + (body or "pipeline p(q: str) -> (ids: list[str], passages: list[str]) {\n"
+                      "    ctx = retrieve wiki(query: q, k: 2)\n    return ids: ctx.ids, passages: ctx.passages\n}\n"))
+    return src
+
+
+def test_the_checker_and_the_runtime_know_the_same_modes():
+    assert CHECKED_MODES == MODES
+
+
+def test_a_batch_is_searched_together_then_cached_and_traced(tmp_path, counting):
+    g = compile_file(write(tmp_path, "dense")).graphs["p"]
+    rows = [{"q": "how do plants turn light into food"}, {"q": "tallest peak on Earth"}, {"q": "capital of Japan"}]
+    with Program(g, base_dir=tmp_path, cache=tmp_path / "calls.sqlite", trace_log=False) as prog:
+        first = prog.batch(rows)
+    assert [r.error for r in first] == [None] * 3
+    assert [r.values["ids"][0] for r in first] == ["photo", "everest", "tokyo"]
+    assert counting.calls == 2  # the corpus once, then the three queries in one call
+    event = first[2].trace[0]
+    assert event.kind == "retrieve" and event.model is None and not event.cache_hit
+    assert event.extra["retrieval"] == {"retriever": "wiki", "query": "capital of Japan",
+                                        "ids": first[2].values["ids"]}
+    with Program(g, base_dir=tmp_path, cache=tmp_path / "calls.sqlite", trace_log=False) as prog:
+        again = prog.batch(rows)
+    assert [r.values for r in again] == [r.values for r in first]
+    assert counting.calls == 2  # the index reopened and every search cached: nothing embedded
+    assert all(r.trace[0].cache_hit for r in again)
+    assert list((tmp_path / "indexes").iterdir())  # beside the call cache
+
+
+def test_bm25_needs_no_embedder_and_k_defaults_to_three(tmp_path, counting):
+    body = ("pipeline p(q: str) -> (ids: list[str]) {\n    ctx = retrieve wiki(query: q)\n"
+            "    return ids: ctx.ids\n}\n")
+    g = compile_file(write(tmp_path, "bm25", body=body)).graphs["p"]
+    with Program(g, base_dir=tmp_path, cache=False, trace_log=False) as prog:
+        [res] = prog.batch([{"q": "the capital city of France, and Everest"}])
+    assert res.error is None and res.values["ids"][0] == "paris" and len(res.values["ids"]) == 3
+    assert counting.calls == 0
+
+
+def test_a_missing_corpus_at_run_time_stops_the_batch_with_its_path(tmp_path, counting):
+    g = compile_file(write(tmp_path, "bm25")).graphs["p"]
+    (tmp_path / "wiki.jsonl").unlink()
+    with Program(g, base_dir=tmp_path, cache=False, trace_log=False) as prog:
+        with pytest.raises(RetrievalError, match="wiki.jsonl"):  # a configuration error: every row would fail
+            prog.batch([{"q": "x"}, {"q": "y"}])
+
+
+def test_build_refuses_a_retrieve_step_before_any_model_call(tmp_path, counting):
+    checked = compile_file(write(tmp_path, "bm25"))
+    with pytest.raises(ArtifactError, match="`ctx` is a `retrieve` step"):
+        place_code(checked.graphs, {}, tmp_path, tmp_path / "p.lmpc.json", check_only=True)
+
+
+def test_retrieve_then_predict_on_smollm2(tmp_path):
+    body = ('signature Answer = "Answer from the context." question, context: list[str] -> answer\n'
+            "pipeline p(q: str) -> (answer: str, ids: list[str]) {\n    ctx = retrieve wiki(query: q, k: 1)\n"
+            "    a = predict Answer(question: q, context: ctx.passages)\n    return answer: a.answer, ids: ctx.ids\n}\n")
+    g = compile_file(write(tmp_path, "hybrid", embedder="e5-small", body=body)).graphs["p"]
+    with Program(g, base_dir=tmp_path, cache=False, trace_log=False) as prog:
+        [res] = prog.batch([{"q": "What is the capital of France?"}])
+    assert res.error is None, res.error
+    assert res.values["ids"] == ["paris"]
+    predict = [e for e in res.trace if e.kind == "predict"][0]
+    assert predict.model == "m" and predict.inputs["context"] == [PASSAGES[0][1]]
+    assert "Paris is the capital" in json.dumps(predict.messages)
+    assert isinstance(res.values["answer"], str) and res.values["answer"]
