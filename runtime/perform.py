@@ -6,6 +6,7 @@ resolution are shared; runs (RunBody) are the executor's own business."""
 from __future__ import annotations
 
 import json
+import sys
 import threading
 from pathlib import Path
 from typing import Any
@@ -127,6 +128,9 @@ class Performer:
                             else create_embedder(spec["embedder"], self.models, self.base_dir))
                 index = RetrievalIndex.open(corpus if corpus.is_absolute() else self.base_dir / corpus,
                                             spec["text"], spec["id"], spec["mode"], embedder, self._index_dir())
+                if index.bad:  # said when the index is built (later runs reuse it as built)
+                    print(f"lmpc: warning: retriever `{spec['name']}`: skipped {len(index.bad)} bad corpus row(s); "
+                          f"first: {index.bad[0]}", file=sys.stderr)
                 self._indexes[key] = index
             return index
 

@@ -32,6 +32,12 @@ class Counting(E5Embedder):
         return super().embed(texts)
 
 
+@pytest.fixture(autouse=True)
+def own_cache_dir(tmp_path, monkeypatch):
+    """Indexes of runs without a call cache go to the default cache dir: here, the test's own."""
+    monkeypatch.setenv("LMPC_CACHE_DIR", str(tmp_path / "default-cache"))
+
+
 @pytest.fixture
 def counting():
     register_embedder("counting-e5", Counting)
@@ -82,6 +88,17 @@ def test_bm25_needs_no_embedder_and_k_defaults_to_three(tmp_path, counting):
         [res] = prog.batch([{"q": "the capital city of France, and Everest"}])
     assert res.error is None and res.values["ids"][0] == "paris" and len(res.values["ids"]) == 3
     assert counting.calls == 0
+
+
+def test_bad_corpus_rows_are_skipped_with_a_warning_naming_file_and_line(tmp_path, counting, capsys):
+    g = compile_file(write(tmp_path, "bm25")).graphs["p"]
+    with open(tmp_path / "wiki.jsonl", "a") as f:
+        f.write('{"id": "x"}\n')
+    with Program(g, base_dir=tmp_path, cache=False, trace_log=False) as prog:
+        [res] = prog.batch([{"q": "capital of Japan"}])
+    assert res.error is None and res.values["ids"][0] == "tokyo"
+    err = capsys.readouterr().err
+    assert "skipped 1 bad corpus row(s)" in err and "wiki.jsonl:5" in err and "no `text` column" in err
 
 
 def test_a_missing_corpus_at_run_time_stops_the_batch_with_its_path(tmp_path, counting):
