@@ -103,13 +103,6 @@ def place_code(graphs: dict[str, nx.DiGraph], optimize: dict[str, Any], source_d
     raises the same errors, copies nothing: a build checks this before its first model call)."""
     import shutil
 
-    for g in graphs.values():
-        # The corpus path and its trust (like a model file outside the artifact's folder) are
-        # not designed yet: refuse rather than write an artifact that cannot find its corpus.
-        step = next((nid for nid, d in walk(g) if d.get("kind") == "retrieve"), None)
-        if step is not None:
-            raise ArtifactError(f"step `{step}` is a `retrieve` step, which an artifact cannot hold yet; run the "
-                                ".lmp file itself (lmpc run, lmpc eval)")
     folder = artifact_path.resolve().parent
     copied = []
     for file, users in sorted(code_refs(graphs, optimize).items()):
@@ -138,7 +131,8 @@ def place_code(graphs: dict[str, nx.DiGraph], optimize: dict[str, Any], source_d
 
 def relocate_paths(graphs: dict[str, nx.DiGraph], optimize: dict[str, Any], source_dir: Path,
                    artifact_path: Path) -> tuple[dict[str, nx.DiGraph], dict[str, Any]]:
-    """Paths as the artifact reads them: relative to its own folder (model files, data files).
+    """Paths as the artifact reads them: relative to its own folder (model files, data files,
+    the corpora of retrieve steps).
 
     Returns copies of the graphs and of the optimize settings with relative paths moved."""
     folder = artifact_path.resolve().parent
@@ -152,9 +146,20 @@ def relocate_paths(graphs: dict[str, nx.DiGraph], optimize: dict[str, Any], sour
             return {**spec, "options": {**spec["options"], "path": rel(source_dir / path)}}
         return spec
 
+    def corpora(g: nx.DiGraph) -> nx.DiGraph:
+        """A copy whose retrieve steps (bodies included) name their corpus from the artifact."""
+        g = g.copy()
+        for nid, d in g.nodes(data=True):
+            if "body" in d:
+                g.nodes[nid]["body"] = corpora(d["body"])
+            spec = d.get("retriever")
+            if d.get("kind") == "retrieve" and not Path(spec["corpus"]).expanduser().is_absolute():
+                g.nodes[nid]["retriever"] = {**spec, "corpus": rel(source_dir / spec["corpus"])}
+        return g
+
     out = {}
     for name, g in graphs.items():
-        g = g.copy()
+        g = corpora(g)
         g.graph["models"] = {n: moved(spec) for n, spec in g.graph["models"].items()}
         out[name] = g
     optimize = {**optimize, **{k: rel(optimize[k]) for k in ("train", "dev")

@@ -20,6 +20,7 @@ from typing import Any
 
 from lmpc.compiler.artifact import Artifact, ArtifactError, ArtifactTrustError, code_refs, sha256_file
 from lmpc.compiler.artifact_graph import safe_relative_file
+from lmpc.compiler.ir import walk
 from lmpc.compiler.options import model_option_problems
 from lmpc.runtime.redact import safe_url
 
@@ -97,6 +98,13 @@ def apply_model_options(artifact: Artifact, model_options: dict[str, dict[str, A
     for name, spec in artifact.graph.graph["models"].items():
         if name not in ready:
             risks += _model_risks(name, spec, set(model_options.get(name, {})))
+    for g in artifact.graphs.values():  # a corpus is read like a model file: outside the folder needs approval
+        for _, d in walk(g):
+            corpus = d.get("retriever", {}).get("corpus") if d.get("kind") == "retrieve" else None
+            if isinstance(corpus, str) and not safe_relative_file(corpus):
+                risk = f"retriever `{d['retriever']['name']}` reads the corpus file {corpus}, outside the artifact's folder"
+                if risk not in risks:
+                    risks.append(risk)
     if risks:
         label = artifact.path.name if artifact.path else "this artifact"
         lines = "\n".join(f"  - {r}" for r in risks)

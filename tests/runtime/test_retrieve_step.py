@@ -1,6 +1,7 @@
 """`retrieve` steps at run time: the queries of a batch embedded together, the index built
 once and reopened, results cached (not counted as model calls) and traced; one run on the
-real embedded model (SmolLM2) answering from the passages; `lmpc build` refuses them."""
+real embedded model (SmolLM2) answering from the passages; artifacts name the corpus from
+their folder, and one outside it needs approval."""
 
 import json
 
@@ -10,7 +11,8 @@ pytest.importorskip("bm25s")
 pytest.importorskip("faiss")
 
 from lmpc.compiler import compile_file  # noqa: E402
-from lmpc.compiler.artifact import ArtifactError, place_code  # noqa: E402
+import lmpc  # noqa: E402
+from lmpc.compiler.artifact import ArtifactTrustError, make_artifact, relocate_paths, write_artifact  # noqa: E402
 from lmpc.compiler.retrievers import MODES as CHECKED_MODES  # noqa: E402
 from lmpc.runtime.embed import E5Embedder, register_embedder  # noqa: E402
 from lmpc.runtime.program import Program  # noqa: E402
@@ -109,10 +111,30 @@ def test_a_missing_corpus_at_run_time_stops_the_batch_with_its_path(tmp_path, co
             prog.batch([{"q": "x"}, {"q": "y"}])
 
 
-def test_build_refuses_a_retrieve_step_before_any_model_call(tmp_path, counting):
+def _artifact(tmp_path, out):
     checked = compile_file(write(tmp_path, "bm25"))
-    with pytest.raises(ArtifactError, match="`ctx` is a `retrieve` step"):
-        place_code(checked.graphs, {}, tmp_path, tmp_path / "p.lmpc.json", check_only=True)
+    graphs, optimize = relocate_paths({"p": checked.graphs["p"]}, {}, tmp_path, out)
+    write_artifact(out, make_artifact(checked, "p", graphs, out, optimize, {}))
+    return out
+
+
+def test_an_artifact_beside_its_corpus_runs_without_approval(tmp_path, counting):
+    out = _artifact(tmp_path, tmp_path / "p.lmpc.json")
+    node = json.loads(out.read_text())["graphs"]["p"]["nodes"]
+    assert any(n.get("retriever", {}).get("corpus") == "wiki.jsonl" for n in node)
+    with lmpc.load(out, cache=False, trace_log=False) as prog:
+        [res] = prog.batch([{"q": "capital of Japan"}])
+    assert res.error is None and res.values["ids"][0] == "tokyo"
+
+
+def test_an_artifact_whose_corpus_is_outside_its_folder_needs_approval(tmp_path, counting):
+    (tmp_path / "out").mkdir()
+    out = _artifact(tmp_path, tmp_path / "out" / "p.lmpc.json")
+    with pytest.raises(ArtifactTrustError, match=r"retriever `wiki` reads the corpus file \.\./wiki\.jsonl, outside"):
+        lmpc.load(out, cache=False, trace_log=False)
+    with lmpc.load(out, cache=False, trace_log=False, trust_models=True) as prog:  # approved: found from its folder
+        [res] = prog.batch([{"q": "capital of Japan"}])
+    assert res.error is None and res.values["ids"][0] == "tokyo"
 
 
 def test_retrieve_then_predict_on_smollm2(tmp_path):

@@ -234,7 +234,7 @@ def _edit_cycle(d):
 
 EDITS = {
     "a node without a kind": (lambda d: node(d, "call").pop("kind"), "a node has an \"id\" and a \"kind\""),
-    "an unknown kind": (lambda d: node(d, "call").update(kind="retrieve"), "needs a newer lmpc"),
+    "an unknown kind": (lambda d: node(d, "call").update(kind="rerank"), "needs a newer lmpc"),
     "order naming a missing node": (lambda d: d["graphs"]["triage"].update(order=["ghost"]), "exactly the keys"),
     "a stored level": (lambda d: node(d, "call").update(level=0), "unknown attribute"),
     "a binding to a missing ref": (_edit_missing_ref, "`nowhere`, which is not a node"),
