@@ -181,6 +181,13 @@ def cmd_inspect(args: argparse.Namespace) -> int:
             print(printable(f"   {m['role']}: " + m["content"].replace("\n", "\n      ")))
         if e.get("kind") == "call":
             print(printable(f"   inputs: {json.dumps(e.get('inputs'), ensure_ascii=False)}"))
+        found = (e.get("extra") or {}).get("retrieval")
+        if found:  # a retrieve step: its query and what it found (--full: the passages' text)
+            print(printable(f"   query: {found['query']}"))
+            print(printable(f"   passages: {', '.join(found['ids']) or '(none)'}"))
+            if args.full and isinstance(e.get("parsed"), list):  # the hits: [{id, text, score}]
+                for h in e["parsed"]:
+                    print(printable(f"      {h['id']} ({h['score']}): " + h["text"].replace("\n", " ")))
         if e.get("raw") is not None:
             print(printable(f"   raw: {e['raw']}"))
         if e.get("error"):

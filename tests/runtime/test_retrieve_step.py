@@ -150,3 +150,18 @@ def test_retrieve_then_predict_on_smollm2(tmp_path):
     assert predict.model == "m" and predict.inputs["context"] == [PASSAGES[0][1]]
     assert "Paris is the capital" in json.dumps(predict.messages)
     assert isinstance(res.values["answer"], str) and res.values["answer"]
+
+
+def test_lmpc_inspect_shows_the_query_and_the_passages(tmp_path):
+    import subprocess
+    import sys
+
+    src = write(tmp_path, "bm25")
+    cli = [sys.executable, "-m", "lmpc"]
+    run = subprocess.run(cli + ["run", str(src), "-i", "q=capital of Japan", "--cache-dir", str(tmp_path / "c")],
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    shown = subprocess.run(cli + ["inspect", "-n", "1", "--full", "--cache-dir", str(tmp_path / "c")],
+                           capture_output=True, text=True, timeout=60).stdout
+    assert "ctx (retrieve" in shown and "query: capital of Japan" in shown and "passages: tokyo" in shown
+    assert "tokyo (" in shown and "Tokyo is the capital of Japan." in shown
