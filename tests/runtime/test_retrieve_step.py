@@ -165,3 +165,14 @@ def test_lmpc_inspect_shows_the_query_and_the_passages(tmp_path):
                            capture_output=True, text=True, timeout=60).stdout
     assert "ctx (retrieve" in shown and "query: capital of Japan" in shown and "passages: tokyo" in shown
     assert "tokyo (" in shown and "Tokyo is the capital of Japan." in shown
+
+
+def test_a_retrieve_step_in_a_mapped_sub_pipeline(tmp_path, counting):
+    body = ("pipeline one(q: str) -> (ids: list[str]) {\n    ctx = retrieve wiki(query: q, k: 1)\n    return ids: ctx.ids\n}\n"
+            "pipeline many(qs: list[str]) -> (ids: list[list[str]]) {\n    r = map one(q: q) for q in qs\n"
+            "    return ids: r.ids\n}\n")
+    g = compile_file(write(tmp_path, "dense", body=body)).graphs["many"]
+    with Program(g, base_dir=tmp_path, cache=False, trace_log=False) as prog:
+        [res] = prog.batch([{"qs": ["capital of Japan", "plants and sunlight", "the Himalayas"]}])
+    assert res.error is None and res.values["ids"] == [["tokyo"], ["photo"], ["everest"]]
+    assert counting.calls == 2  # the corpus, then the three items' queries together
