@@ -24,10 +24,9 @@ import networkx as nx
 
 from lmpc.compiler.builtins import BUILTINS
 from lmpc.compiler.check import SECRET_OPTION_NAMES
-from lmpc.compiler.options import model_option_problems
+from lmpc.compiler.options import PROVIDER_OPTIONS, model_option_problems
 from lmpc.compiler.ir import NodeKind, input_id, is_step, output_id, rebuild_edges, refs
 from lmpc.compiler.kinds import KINDS
-from lmpc.compiler.kinds.predict import DEMO_FORMATS  # noqa: F401  (re-exported)
 from lmpc.compiler.types import (
     ANY, BOOL, FLOAT, INT, STR, AnyT, EnumT, ListT, NeverT, NullT, ObjT, OptT, Prim, Type, from_schema, to_schema,
 )
@@ -35,7 +34,7 @@ from lmpc.compiler.types import (
 # The deepest type and expression an artifact may hold. Deeper than any .lmp program the
 # compiler accepts, shallow enough that nothing recursive on them comes near Python's limit.
 MAX_DEPTH = 64
-PROVIDERS = ("llama_cpp", "openai")
+PROVIDERS = tuple(PROVIDER_OPTIONS)  # the model providers lmpc knows, from the one option table
 # Node attributes that are derived (rebuilt on load) or that the top level already holds.
 _DERIVED = {"level"}
 _GRAPH_DERIVED = {"order", "source"}
