@@ -102,7 +102,18 @@ class Call:
     func_span: Span
 
 
-Expr = Union[Name, Attr, Literal, ListExpr, Call]
+@dataclass
+class Op:
+    """An operator: `==` `!=` `<` `<=` `>` `>=` `in` `not in` (two operands), `and` `or`
+    (two), `not` (one)."""
+
+    op: str
+    args: list["Expr"]
+    span: Span
+    op_span: Span
+
+
+Expr = Union[Name, Attr, Literal, ListExpr, Call, Op]
 
 # ---- declarations ---------------------------------------------------------------------------
 
@@ -167,6 +178,7 @@ class Step:
     target_span: Span
     using_span: Span | None
     loop: "Loop | None" = None  # `for x in list` (map)
+    when: "Expr | None" = None  # `when cond`: a conditional step
 
 
 @dataclass
@@ -175,6 +187,19 @@ class Loop:
     over: "Expr"
     span: Span
     var_span: Span
+
+
+@dataclass
+class Check:
+    """`check COND else "message" [soft] [retries N]`: a constraint on a step's outputs."""
+
+    cond: "Expr"
+    message: str
+    soft: bool
+    retries: int | None  # None: the default (compiler/check_pipeline.CHECK_RETRIES)
+    span: Span
+    message_span: Span
+    retries_span: Span | None = None
 
 
 @dataclass
@@ -199,6 +224,7 @@ class PipelineDecl:
     ret: Return | None
     span: Span
     name_span: Span
+    checks: list[Check] = field(default_factory=list)
 
 
 @dataclass

@@ -168,9 +168,11 @@ class AstBuilder(Transformer):
     def pipeline_decl(self, meta, c):
         name, params, _arrow, outputs, body = c
         steps, ret = body
+        checks = [s for s in steps if isinstance(s, ast.Check)]
+        steps = [s for s in steps if not isinstance(s, ast.Check)]
         # `-> ()` arrives as None: `?pipeline_outputs` inlines its single (empty) child
         return ast.PipelineDecl(str(name), params or [], outputs or [], steps, ret, self.mspan(meta),
-                                self.tspan(name))
+                                self.tspan(name), checks)
 
     def pipeline_outputs(self, c):
         return c[0] or []
@@ -191,7 +193,7 @@ class AstBuilder(Transformer):
 
     @v_args(meta=True)
     def step(self, meta, c):
-        name, call, loop, using = c
+        name, call, loop, using, when = c
         module, module_tok, ref, (target_tok, args) = call
         return ast.Step(
             name=str(name), module=module, ref=ref, target=str(target_tok), args=args,
@@ -200,8 +202,11 @@ class AstBuilder(Transformer):
             module_span=self.tspan(module_tok) if module_tok is not None else None,
             target_span=self.tspan(target_tok),
             using_span=self.tspan(using) if using is not None else None,
-            loop=loop,
+            loop=loop, when=when,
         )
+
+    def when(self, c):
+        return c[0]
 
     @v_args(meta=True)
     def loop(self, meta, c):
@@ -224,6 +229,17 @@ class AstBuilder(Transformer):
         return c[0]
 
     @v_args(meta=True)
+    def check_stmt(self, meta, c):
+        cond, message, soft, retries = c
+        count, count_span = retries if retries is not None else (None, None)
+        return ast.Check(cond, self.text(message), soft is not None, count, self.mspan(meta), self.tspan(message),
+                         count_span)
+
+    def check_retries(self, c):
+        text = str(c[0])  # checked by the checker: a whole number from 0 to MAX_CHECK_RETRIES
+        return (int(text) if text.lstrip("-").isdigit() else -1), self.tspan(c[0])
+
+    @v_args(meta=True)
     def return_stmt(self, meta, c):
         return ast.Return(c[0], self.mspan(meta))
 
@@ -239,6 +255,40 @@ class AstBuilder(Transformer):
         return ast.OptEntry(str(key), values, self.mspan(meta), self.tspan(key))
 
     # -- expressions --
+    # An operator's span is its whole expression; op_span the operator itself (for a
+    # keyword, which Lark drops from the children, the gap between the operands).
+    def _op(self, meta, op: str, args: list, op_span: Span) -> ast.Op:
+        return ast.Op(op, args, self.mspan(meta), op_span)
+
+    def _between(self, left, right) -> Span:
+        return Span(self.file, left.span.end_line, left.span.end_col + 1, right.span.line, right.span.col - 1)
+
+    @v_args(meta=True)
+    def or_op(self, meta, c):
+        return self._op(meta, "or", list(c), self._between(c[0], c[1]))
+
+    @v_args(meta=True)
+    def and_op(self, meta, c):
+        return self._op(meta, "and", list(c), self._between(c[0], c[1]))
+
+    @v_args(meta=True)
+    def not_op(self, meta, c):
+        s = self.mspan(meta)
+        return self._op(meta, "not", [c[0]], Span(self.file, s.line, s.col, s.line, s.col + 3))
+
+    @v_args(meta=True)
+    def compare(self, meta, c):
+        left, op, right = c
+        return self._op(meta, str(op), [left, right], self.tspan(op))
+
+    @v_args(meta=True)
+    def in_op(self, meta, c):
+        return self._op(meta, "in", list(c), self._between(c[0], c[1]))
+
+    @v_args(meta=True)
+    def not_in_op(self, meta, c):
+        return self._op(meta, "not in", list(c), self._between(c[0], c[1]))
+
     @v_args(meta=True)
     def name(self, meta, c):
         return ast.Name(str(c[0]), self.mspan(meta))
