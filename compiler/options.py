@@ -133,6 +133,7 @@ METRIC_OPTIONS: dict[str, dict[str, Option]] = {
     "contains": {},
     "numeric_match": {"tolerance": Option((int, float), 0, 0)},
     "set_match": {},
+    "recall_at_k": {"k": Option((int,), None, 1, example=5)},  # None: the whole predicted list
 }
 
 # -- model providers: provider -> option -> the types it takes, in the order messages list

@@ -194,6 +194,24 @@ def set_match(fields: list[str]) -> Metric:
     return _fields_metric("set_match", fields, compare, alternatives=False)
 
 
+def recall_at_k(fields: list[str], k: int | None = None) -> Metric:
+    """The share of the gold ids (a list, or one id) among the first k predicted ids (all of
+    them without k): recall@k of a retrieve step's `ids`. Ids compare as text, exactly."""
+    if k is not None and (isinstance(k, bool) or not isinstance(k, int) or k < 1):
+        raise MetricError(f"recall_at_k: k must be a whole number >= 1, not {k!r}")
+
+    def compare(gold: Any, predicted: Any) -> float:
+        wanted = {_text(g) for g in (gold if isinstance(gold, list) else [gold])}
+        if not wanted:
+            raise MetricError("recall_at_k: the gold value is an empty list; recall needs at least one gold id")
+        if not isinstance(predicted, list):
+            return 0.0
+        found = {_text(p) for p in (predicted if k is None else predicted[:k])}
+        return len(wanted & found) / len(wanted)
+
+    return _fields_metric("recall_at_k", fields, compare, alternatives=False)
+
+
 # name -> factory(fields, **options); the names and options are those of
 # compiler/optimize_spec.METRICS (a test checks that the two agree).
 BUILTIN_METRICS: dict[str, Callable[..., Metric]] = {
@@ -203,6 +221,7 @@ BUILTIN_METRICS: dict[str, Callable[..., Metric]] = {
     "contains": contains,
     "numeric_match": numeric_match,
     "set_match": set_match,
+    "recall_at_k": recall_at_k,
 }
 
 

@@ -170,7 +170,7 @@ def test_registry_agrees_with_the_compiler() -> None:
 
 def test_unknown_metric_and_option() -> None:
     with pytest.raises(MetricError, match="unknown metric `exact`; available: exact_match, accuracy, f1, contains, "
-                                          "numeric_match, set_match"):
+                                          "numeric_match, set_match, recall_at_k"):
         builtin("exact")
     with pytest.raises(MetricError, match=r"`exact_match` takes no option `tolerance` \(it takes none\)"):
         builtin("exact_match", "a", tolerance=1)
