@@ -23,6 +23,7 @@ from typing import Any
 import networkx as nx
 
 from lmpc.compiler.builtins import BUILTINS
+from lmpc.compiler.operators import ARITY
 from lmpc.compiler.check import SECRET_OPTION_NAMES
 from lmpc.compiler.options import PROVIDER_OPTIONS, model_option_problems
 from lmpc.compiler.ir import NodeKind, input_id, is_step, output_id, rebuild_edges, refs
@@ -203,7 +204,8 @@ def _is_str(v: Any) -> bool:
 
 def _check_expr(e: Any, where: str, depth: int = 0) -> None:
     _require(depth <= MAX_DEPTH, where, f"the expression is nested more than {MAX_DEPTH} deep")
-    _require(isinstance(e, dict) and len(e) in (1, 2), where, "an expression is {ref, path}, {lit}, {list} or {call, args}")
+    _require(isinstance(e, dict) and len(e) in (1, 2), where,
+             "an expression is {ref, path}, {lit}, {list}, {call, args} or {op, args}")
     if "ref" in e:
         _require(set(e) == {"ref", "path"} and _is_str(e["ref"]) and isinstance(e["path"], list)
                  and all(_is_str(p) for p in e["path"]), where, "a reference is {\"ref\": NODE, \"path\": [FIELD, ...]}")
@@ -218,8 +220,15 @@ def _check_expr(e: Any, where: str, depth: int = 0) -> None:
                  f"a builtin call is {{\"call\": NAME, \"args\": [...]}} with NAME one of {', '.join(sorted(BUILTINS))}")
         for i, item in enumerate(e["args"]):
             _check_expr(item, f"{where}/args/{i}", depth + 1)
+    elif "op" in e:
+        _require(set(e) == {"op", "args"} and isinstance(e["op"], str) and e["op"] in ARITY, where,
+                 f"an operator is {{\"op\": OP, \"args\": [...]}} with OP one of {', '.join(ARITY)}")
+        _require(isinstance(e["args"], list) and len(e["args"]) == ARITY[e["op"]], where,
+                 f"`{e['op']}` takes {ARITY[e['op']]} operand{'s' if ARITY[e['op']] > 1 else ''}")
+        for i, item in enumerate(e["args"]):
+            _check_expr(item, f"{where}/args/{i}", depth + 1)
     else:
-        raise GraphFormatError(where, "an expression is {ref, path}, {lit}, {list} or {call, args}")
+        raise GraphFormatError(where, "an expression is {ref, path}, {lit}, {list}, {call, args} or {op, args}")
 
 
 def safe_relative_file(ref: str) -> bool:

@@ -6,7 +6,7 @@ import difflib
 
 import networkx as nx
 
-from lmpc.compiler import ast
+from lmpc.compiler import ast, operators
 from lmpc.compiler.builtins import BUILTINS
 from lmpc.compiler.check import Context
 from lmpc.compiler.checked import PipelineInfo
@@ -112,6 +112,9 @@ class _Exprs:
         self.near_misses: set[str] = set()
         self.locals: dict[str, Type] = {}  # a map step's loop variable, while its arguments are typed
 
+        # values a condition proved non-null where the expression being typed is read (the
+        # right operand of `x != null and ...`, a conditional step's arguments)
+        self.narrowed: set[operators.Path] = set()
     def type_of(self, e: ast.Expr, deps: set[str]) -> Type:
         if isinstance(e, ast.Name):
             return self._name(e, deps)
@@ -124,14 +127,46 @@ class _Exprs:
         if isinstance(e, ast.Call):
             return self._call(e, deps)
         raise AssertionError(e)
+        if isinstance(e, ast.Op):
+            return self._op(e, deps)
 
     def _name(self, e: ast.Name, deps: set[str]) -> Type:
+    def type_of_narrowed(self, e: ast.Expr, deps: set[str], proved: set, keep: bool = True) -> Type:
+        """The type of `e` where the values `proved` (and, with `keep`, those already proved)
+        are known non-null."""
+        before = self.narrowed
+        self.narrowed = (before if keep else set()) | proved
+        try:
+            return self.type_of(e, deps)
+        finally:
+            self.narrowed = before
+
+    def _narrow(self, e: ast.Expr, t: Type) -> Type:
+        if isinstance(t, OptT) and path_of(e) in self.narrowed:
+            return t.inner
+        return t
+
+    def _op(self, e: ast.Op, deps: set[str]) -> Type:
+        if e.op in ("==", "!=") and any(isinstance(a, ast.Literal) and a.value is None for a in e.args):
+            # `x == null` asks what x's declaration allows, whatever a condition proved
+            types = [self.type_of_narrowed(a, deps, set(), keep=False) for a in e.args]
+        elif e.op in ("and", "or"):  # the right operand runs only when the left does not decide
+            types = [self.type_of(e.args[0], deps),
+                     self.type_of_narrowed(e.args[1], deps, operators.facts(e.args[0], e.op == "and", path_of))]
+        else:
+            types = [self.type_of(a, deps) for a in e.args]
+        bad = operators.check(e.op, types)
+        if bad is not None:
+            at, message, hint = bad
+            self.ctx.report("bad-operand", e.args[at].span, message, hint)
+        return BOOL
+
         ctx = self.ctx
         if e.name in self.locals:
-            return self.locals[e.name]
+            return self._narrow(e, self.locals[e.name])
         if e.name in self.info.inputs:
             deps.add(e.name)
-            return self.info.inputs[e.name]
+            return self._narrow(e, self.info.inputs[e.name])
         if e.name in self.steps:
             deps.add(e.name)
             outs = self.info.step_outputs.get(e.name)
@@ -154,7 +189,7 @@ class _Exprs:
                 ctx.report("unknown-field", e.attr_span, f"step `{e.value.name}` has no output `{e.attr}`",
                            _close_or_available(e.attr, outs))
                 return ANY
-            return outs[e.attr]
+            return self._narrow(e, outs[e.attr])
         base = self.type_of(e.value, deps)
         optional = isinstance(base, OptT)
         if optional:
@@ -171,7 +206,7 @@ class _Exprs:
             return ANY
         t = fields[e.attr]
         # A field of an optional object is null when the object is.
-        return OptT(t) if optional and not isinstance(t, OptT) else t
+        return self._narrow(e, OptT(t) if optional and not isinstance(t, OptT) else t)
 
     def _list(self, e: ast.ListExpr, deps: set[str]) -> Type:
         items = [self.type_of(i, deps) for i in e.items]
@@ -203,6 +238,16 @@ class _Exprs:
 
 
 def _literal_type(v) -> Type:
+def path_of(e: ast.Expr) -> operators.Path | None:
+    """`x` -> ("x",), `s.f.g` -> ("s", "f", "g"); None for any other expression."""
+    if isinstance(e, ast.Name):
+        return (e.name,)
+    if isinstance(e, ast.Attr):
+        base = path_of(e.value)
+        return None if base is None else base + (e.attr,)
+    return None
+
+
     if isinstance(v, bool):
         return BOOL
     if isinstance(v, int):

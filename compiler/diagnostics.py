@@ -113,6 +113,7 @@ CODES: dict[str, tuple[str, str]] = {
     "missing-output": (ERROR, "a declared pipeline output is never returned"),
     "unknown-output": (ERROR, "`return` names a field the pipeline does not declare"),
     "missing-return": (ERROR, "a pipeline with outputs has no `return`"),
+    "bad-operand": (ERROR, "an operator's operand has a type the operator does not take"),
     "unused-step": (WARNING, "a step whose result never reaches an output"),
     "unused-input": (WARNING, "a pipeline input that nothing reads"),
     "empty-signature": (ERROR, "a signature with no outputs"),

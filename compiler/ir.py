@@ -16,6 +16,8 @@ Expressions are JSON values:
     {"lit": VALUE}                           a literal
     {"list": [EXPR, ...]}                    a list
     {"call": BUILTIN, "args": [EXPR, ...]}   a pure builtin (compiler/builtins.py)
+    {"op": OPERATOR, "args": [EXPR, ...]}    an operator (compiler/operators.py): two
+                                             operands, one for "not"
 """
 
 from __future__ import annotations
@@ -56,7 +58,7 @@ class Ref(TypedDict):
     path: list[str]  # field names: the first one is a step's output field
 
 
-Expr = Union[Ref, dict]  # also {"lit": V}, {"list": [Expr]}, {"call": NAME, "args": [Expr]}
+Expr = Union[Ref, dict]  # also {"lit": V}, {"list": [Expr]}, {"call": NAME, "args": [Expr]}, {"op": OP, "args": [Expr]}
 
 
 class StepNode(TypedDict, total=False):
@@ -134,7 +136,41 @@ def map_refs(expr: dict, fn: Callable[[dict], dict]) -> dict:
         return {"list": [map_refs(e, fn) for e in expr["list"]]}
     if "call" in expr:
         return {"call": expr["call"], "args": [map_refs(e, fn) for e in expr["args"]]}
+    if "op" in expr:
+        return {"op": expr["op"], "args": [map_refs(e, fn) for e in expr["args"]]}
     return dict(expr)
+
+
+def expr_text(expr: dict, name: Callable[[dict], str] | None = None) -> str:
+    """An IR expression as it reads in a .lmp file; `name(ref)` names a ref (default: its node
+    id and path, `s.answer`, `in:question` as `question`)."""
+    import json
+
+    def show(e: dict, outer: int) -> str:
+        if "ref" in e:
+            if name is not None:
+                return name(e)
+            return ".".join([input_name(e["ref"]) or e["ref"], *e["path"]])
+        if "lit" in e:
+            return "null" if e["lit"] is None else json.dumps(e["lit"], ensure_ascii=False)
+        if "list" in e:
+            return "[" + ", ".join(show(i, 0) for i in e["list"]) + "]"
+        if "call" in e:
+            return f"{e['call']}(" + ", ".join(show(a, 0) for a in e["args"]) + ")"
+        op = e["op"]
+        rank = _RANK.get(op, 4)
+        if op == "not":
+            text = "not " + show(e["args"][0], rank)
+        elif op in ("and", "or"):  # left-associative: a right operand of the same rank needs parentheses
+            text = f"{show(e['args'][0], rank)} {op} {show(e['args'][1], rank + 1)}"
+        else:  # a comparison's operands are atoms: any operator in them is parenthesized
+            text = f"{show(e['args'][0], 5)} {op} {show(e['args'][1], 5)}"
+        return f"({text})" if rank < outer else text
+
+    return show(expr, 0)
+
+
+_RANK = {"or": 1, "and": 2, "not": 3}  # comparisons bind tighter: 4 (and take atoms)
 
 
 def value_schema(g: nx.DiGraph, ref: dict) -> dict:

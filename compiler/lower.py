@@ -41,6 +41,8 @@ def lower_expr(e: ast.Expr, info: PipelineInfo, local: str | None = None) -> dic
     if isinstance(e, ast.Call):
         return {"call": e.func, "args": [lower_expr(a, info, local) for a in e.args]}
     raise AssertionError(e)
+    if isinstance(e, ast.Op):
+        return {"op": e.op, "args": [lower_expr(a, info, local) for a in e.args]}
 
 
 class Lowering:

@@ -25,7 +25,7 @@ from typing import Any
 
 import networkx as nx
 
-from lmpc.compiler.ir import SITE_SEP, output_id, parameter_sites, prompt_nodes, site
+from lmpc.compiler.ir import SITE_SEP, expr_text, output_id, parameter_sites, prompt_nodes, site
 from lmpc.optimizers.base import OptimizeContext, OptimizerConfigError
 from lmpc.runtime.data import Example
 from lmpc.runtime.prompt import render_inputs, render_outputs
@@ -65,15 +65,12 @@ def proposer_graph(models: dict[str, Any], model: str) -> nx.DiGraph:
 # -- what the proposer sees ----------------------------------------------------------------
 
 def _expr_text(graph: nx.DiGraph, expr: dict) -> str:
-    if "ref" in expr:
-        node = graph.nodes[expr["ref"]]
+    def name(ref: dict) -> str:
+        node = graph.nodes[ref["ref"]]
         base = node["name"] if node["kind"] == "input" else node["step"]
-        return ".".join([base, *expr["path"]])
-    if "lit" in expr:
-        return json.dumps(expr["lit"])
-    if "list" in expr:
-        return "[" + ", ".join(_expr_text(graph, e) for e in expr["list"]) + "]"
-    return f"{expr['call']}(" + ", ".join(_expr_text(graph, e) for e in expr["args"]) + ")"
+        return ".".join([base, *ref["path"]])
+
+    return expr_text(expr, name)
 
 
 def describe_program(graph: nx.DiGraph, nid: str) -> str:

@@ -9,6 +9,7 @@ import jsonschema
 import jsonschema.exceptions
 import jsonschema.validators
 
+from lmpc.compiler import operators
 from lmpc.compiler.builtins import BUILTINS
 
 
@@ -22,6 +23,8 @@ def evaluate(expr: dict, lookup) -> Any:
         return [evaluate(e, lookup) for e in expr["list"]]
     if "call" in expr:
         return BUILTINS[expr["call"]].impl(*[evaluate(a, lookup) for a in expr["args"]])
+    if "op" in expr:
+        return operators.evaluate(expr["op"], expr["args"], lambda e: evaluate(e, lookup))
     raise ValueError(f"not an IR expression: {expr!r}")
 
 
