@@ -81,12 +81,15 @@ def sha256_file(path: Path) -> str:
 
 
 def code_refs(graphs: dict[str, nx.DiGraph], optimize: dict[str, Any]) -> dict[str, list[str]]:
-    """Python files an artifact names -> what uses them (call steps, a Python metric)."""
+    """Python files an artifact names -> what uses them (call steps, react tools, a Python metric)."""
     files: dict[str, list[str]] = {}
     for name in sorted(graphs):
         for _, d in sorted(walk(graphs[name]), key=lambda item: item[0]):  # bodies (map) included
             if d["kind"] == NodeKind.CALL:
                 files.setdefault(d["fn"].partition(":")[0], []).append(f"step `{d['step']}` of `{name}`")
+            for tool, spec in (d.get("tools") or {}).items() if d["kind"] == "react" else ():
+                files.setdefault(spec["fn"].partition(":")[0], []).append(
+                    f"tool `{tool}` of step `{d['step']}` of `{name}`")
     metric = optimize.get("metric")
     if isinstance(metric, dict) and metric.get("kind") == "python":
         files.setdefault(str(metric["name"]).partition(":")[0], []).append("the metric")

@@ -139,6 +139,19 @@ class RetrieverDecl:
 
 
 @dataclass
+class ToolDecl:
+    """`tool NAME = "file.py:function" [Signature]`: a Python function react steps may call."""
+
+    name: str
+    ref: str
+    signature: str | None
+    span: Span
+    name_span: Span
+    ref_span: Span
+    signature_span: Span | None
+
+
+@dataclass
 class TypeDecl:
     name: str
     type: TypeExpr
@@ -178,6 +191,9 @@ class Step:
     target_span: Span
     using_span: Span | None
     loop: "Loop | None" = None  # `for x in list` (map)
+    tools: "list[tuple[str, Span]] | None" = None  # `tools [a, b]` (react): names and their spans
+    tools_span: Span | None = None
+    max_steps: "Expr | None" = None  # `max_steps N` (react)
     when: "Expr | None" = None  # `when cond`: a conditional step
 
 
@@ -243,7 +259,7 @@ class OptimizeDecl:
     name_span: Span
 
 
-Decl = Union[ModelDecl, RetrieverDecl, TypeDecl, SignatureDecl, PipelineDecl, OptimizeDecl]
+Decl = Union[ModelDecl, RetrieverDecl, ToolDecl, TypeDecl, SignatureDecl, PipelineDecl, OptimizeDecl]
 
 
 @dataclass

@@ -101,6 +101,12 @@ class AstBuilder(Transformer):
         return ast.RetrieverDecl(str(name), str(provider), kwargs or [], self.mspan(meta),
                                  self.tspan(name), self.tspan(provider))
 
+    @v_args(meta=True)
+    def tool_decl(self, meta, c):
+        name, ref, sig = c
+        return ast.ToolDecl(str(name), self.text(ref), str(sig) if sig is not None else None, self.mspan(meta),
+                            self.tspan(name), self.tspan(ref), self.tspan(sig) if sig is not None else None)
+
     def kwargs(self, c):
         return list(c)
 
@@ -193,7 +199,7 @@ class AstBuilder(Transformer):
 
     @v_args(meta=True)
     def step(self, meta, c):
-        name, call, loop, using, when = c
+        name, call, loop, tools, max_steps, using, when = c
         module, module_tok, ref, (target_tok, args) = call
         return ast.Step(
             name=str(name), module=module, ref=ref, target=str(target_tok), args=args,
@@ -202,8 +208,16 @@ class AstBuilder(Transformer):
             module_span=self.tspan(module_tok) if module_tok is not None else None,
             target_span=self.tspan(target_tok),
             using_span=self.tspan(using) if using is not None else None,
-            loop=loop, when=when,
+            loop=loop, when=when, tools=tools[0] if tools else None, tools_span=tools[1] if tools else None,
+            max_steps=max_steps,
         )
+
+    @v_args(meta=True)
+    def tools(self, meta, c):
+        return [(str(t), self.tspan(t)) for t in c[1:] if t is not None], self.mspan(meta)
+
+    def max_steps(self, c):
+        return c[-1]
 
     def when(self, c):
         return c[0]

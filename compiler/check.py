@@ -48,6 +48,8 @@ class Context:
     models: dict[str, ModelInfo] = field(default_factory=dict)
     retrievers: dict[str, dict] = field(default_factory=dict)  # name -> spec (compiler/retrievers.py)
     retriever_decls: dict[str, ast.RetrieverDecl] = field(default_factory=dict)
+    tools: dict[str, dict | None] = field(default_factory=dict)  # name -> spec, None if bad (compiler/tools.py)
+    tool_decls: dict[str, ast.ToolDecl] = field(default_factory=dict)
 
     def report(self, code: str, span: Span, message: str, hint: str | None = None) -> None:
         self.diagnostics.append(Diagnostic(code, span, message, hint))
@@ -134,6 +136,7 @@ class Context:
 def check_module(module: ast.Module, suppressed: set[str]) -> tuple[CheckedProgram, list[Diagnostic]]:
     from lmpc.compiler.check_pipeline import check_pipelines
     from lmpc.compiler.retrievers import check_retrievers
+    from lmpc.compiler.tools import check_tools
 
     ctx = Context(module, suppressed)
     _collect_names(ctx)
@@ -143,6 +146,7 @@ def check_module(module: ast.Module, suppressed: set[str]) -> tuple[CheckedProgr
         ctx.signatures[decl.name] = _check_signature(ctx, decl)
     default_model = _check_models(ctx)
     check_retrievers(ctx)
+    check_tools(ctx)
     check_pipelines(ctx)
     optimize = _check_optimize_blocks(ctx)
     program = CheckedProgram(
@@ -157,6 +161,7 @@ def check_module(module: ast.Module, suppressed: set[str]) -> tuple[CheckedProgr
         optimize=optimize,
         diagnostics=[],
         retrievers=ctx.retrievers,
+        tools={n: spec for n, spec in ctx.tools.items() if spec is not None},
     )
     return program, ctx.diagnostics
 
@@ -186,6 +191,8 @@ def _collect_names(ctx: Context) -> None:
             ctx.models[decl.name] = ModelInfo(decl.name, decl.provider, {}, decl.span)
         elif isinstance(decl, ast.RetrieverDecl):
             ctx.retriever_decls[decl.name] = decl
+        elif isinstance(decl, ast.ToolDecl):
+            ctx.tool_decls[decl.name] = decl
 
 
 def _type_like(ctx: Context, name: str) -> bool:

@@ -88,6 +88,13 @@ CODES: dict[str, tuple[str, str]] = {
     "bad-retriever": (ERROR, "a retriever declaration with an unknown kind, option, mode or corpus format"),
     "missing-corpus": (ERROR, "a retriever's corpus file does not exist"),
     "bad-retrieve-k": (ERROR, "`k` of a `retrieve` step is not a positive whole number literal"),
+    "unknown-tool": (ERROR, "a `react` step lists a tool that no `tool` declaration names"),
+    "bad-tools": (ERROR, "a react step without `tools [...]`, tools on another kind of step, a tool listed "
+                         "twice, or a tool declaration that is not a `file.py:function` reference"),
+    "missing-tool": (ERROR, "a tool's Python file or its top-level function does not exist"),
+    "bad-tool-annotation": (ERROR, "a tool's parameter or result has no supported type annotation, or its "
+                                   "signature has more than one output"),
+    "bad-max-steps": (ERROR, "`max_steps` is not a whole number from 1 to 50, or is on a step that is not react"),
     "unknown-module": (ERROR, "a step uses a module kind the language does not know"),
     "unknown-field": (ERROR, "`step.field` names no output of that step"),
     "unknown-argument": (ERROR, "a step passes an argument its signature has no input for"),

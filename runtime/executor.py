@@ -32,7 +32,7 @@ from typing import Any
 import networkx as nx
 
 from lmpc.compiler.ir import NodeKind, input_id, is_step, item_step
-from lmpc.compiler.kinds import KINDS, CallFunction, Generate, Retrieve, RunBody
+from lmpc.compiler.kinds import KINDS, Act, CallFunction, Generate, Retrieve, RunBody, ToolCall
 from lmpc.runtime.budget import BudgetExceededError, CallBudget
 from lmpc.runtime.cache import CallCache
 from lmpc.runtime.errors import ConfigurationError, Interrupted, LmpcRuntimeError, OutputError
@@ -369,6 +369,10 @@ class Executor:
             failed = next(((i, sub.error) for i, sub in enumerate(items) if sub.error is not None), None)
             if failed is None:
                 t.reply = [sub.outputs for sub in items]
+            elif isinstance(req, ToolCall):
+                out = self.perform.tool(req.node, req.tool, req.args, event)
+            elif isinstance(req, Act):
+                out = self.perform.act(req.node, req.inputs, req.trajectory, event, run)
                 continue
             i, err = failed
             inner = item_step(node["step"], i, getattr(err, "step", "") or "")

@@ -64,17 +64,50 @@ class Performer:
     def generate(self, node: dict, inputs: dict[str, Any], event: TraceEvent, run: Any) -> dict[str, Any]:
         """One model call of prompt node `node`; `run` holds the batch's sample, temperature and
         cancel token. The cache key is the call's content: identical prompts hit."""
-        name = self.model_name(node)
-        model = self.pool.get(name)
-        options = self.pool.options(name)
         if node.get("knn"):  # demos chosen per row: the pool entries nearest to this row's inputs
             demos, event.extra["knn"] = self._knn_demos(node).choose(inputs)
             node = {**node, "demos": demos}
-        messages = render_messages(node, inputs)
         schema = decoding_schema(node)
+        text = self._complete(node, render_messages(node, inputs), schema, decoding_budget(schema), event, run)
+        return parse_output(text, output_schema(node), "the model's output")
+
+    def act(self, node: dict, inputs: dict[str, Any], trajectory: list[dict], event: TraceEvent,
+            run: Any) -> dict[str, Any]:
+        """One action of a react loop. The messages hold the trajectory so far, so the cache
+        key is the trajectory: a re-run (or a resumed build) replays the loop from the cache."""
+        from lmpc.runtime import react_prompt
+
+        schema = react_prompt.decoding_schema(node)
+        messages = react_prompt.render_messages(node, inputs, trajectory)
+        event.extra["react_step"] = len(trajectory) + 1
+        text = self._complete(node, messages, schema, react_prompt.decoding_budget(schema), event, run)
+        action = parse_output(text, react_prompt.action_schema(node), "the model's action")
+        if action["tool"] == "finish":  # the demo a bootstrap run makes: the whole trajectory
+            event.extra["trajectory"] = trajectory
+        return action
+
+    def tool(self, node: dict, tool: str, args: dict[str, Any], event: TraceEvent) -> dict[str, Any]:
+        """One tool call of a react node (runtime/tools.py): its exception or timeout is the
+        observation (traced as the event's error), never the row's failure. Not cached: a tool
+        may read the world (a re-run of a cached trajectory calls its tools again)."""
+        from lmpc.compiler.kinds.react import TOOL_TIMEOUT_S
+        from lmpc.runtime.tools import run_tool
+
+        event.kind = "tool"  # not a model call (bootstrap and call counts look at prompt kinds)
+        event.extra["tool"] = tool
+        out = run_tool(node["tools"][tool], args, self.base_dir, float(node.get("tool_timeout_s", TOOL_TIMEOUT_S)))
+        event.error = out["error"]
+        return out
+
+    def _complete(self, node: dict, messages: list[dict], schema: dict, budget: int, event: TraceEvent,
+                  run: Any) -> str:
+        """The model's text for `messages` under `schema`: cached by content, budgeted, traced."""
+        name = self.model_name(node)
+        model = self.pool.get(name)
+        options = self.pool.options(name)
         request = GenerationRequest(
             messages=messages, json_schema=schema,
-            max_tokens=int(options.get("max_tokens", min(decoding_budget(schema), MAX_DECODING_TOKENS))),
+            max_tokens=int(options.get("max_tokens", min(budget, MAX_DECODING_TOKENS))),
             temperature=float(run.temperature if run.temperature is not None
                               else options.get("temperature", 0.0)),
             seed=int(options.get("seed", 0)) + run.sample,
@@ -104,7 +137,7 @@ class Performer:
             value, hit = self.cache.get_or_compute(key, compute)
         event.model, event.messages, event.raw, event.cache_hit = name, messages, value["text"], hit
         event.prompt_tokens, event.completion_tokens = value["prompt_tokens"], value["completion_tokens"]
-        return parse_output(value["text"], output_schema(node), "the model's output")
+        return value["text"]
 
     def _knn_demos(self, node: dict) -> KnnDemos:
         with self._knn_lock:

@@ -47,6 +47,10 @@ def _bounded(schema: dict, max_chars: int) -> dict:
 
 def decoding_schema(node: dict) -> dict:
     """output_schema with every free-text string and list bounded: what the model decodes under."""
+    if node.get("kind") == "react":  # an action, not the outputs themselves (runtime/react_prompt.py)
+        from lmpc.runtime.react_prompt import decoding_schema as action_decoding_schema
+
+        return action_decoding_schema(node)
     schema = output_schema(node)
     props = {}
     for name, s in schema["properties"].items():
@@ -119,5 +123,9 @@ def render_messages(node: dict, inputs: dict[str, Any]) -> list[dict[str, str]]:
     for demo in demos:
         messages.append({"role": "user", "content": render_inputs(node, demo["inputs"])})
         messages.append({"role": "assistant", "content": render_outputs(node, demo["outputs"])})
+    if node.get("kind") == "react":  # its first action: demos are trajectories (runtime/react_prompt.py)
+        from lmpc.runtime.react_prompt import render_messages as render_react
+
+        return render_react(node, inputs, [])
     messages.append({"role": "user", "content": render_inputs(node, inputs)})
     return messages

@@ -11,7 +11,7 @@ not import the runtime: requests are plain dataclasses declared here.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Generator
 
 if TYPE_CHECKING:  # the checker's context and the AST: only for annotations
@@ -60,7 +60,31 @@ class Retrieve:
         return {"query": self.query, "k": self.k}
 
 
-Request = Generate | CallFunction | RunBody | Retrieve
+@dataclass
+class Act(Generate):
+    """One action of a react loop: a model call on the node's inputs and the `trajectory` so
+    far ({thought, tool, args, observation} per step); answered with the parsed action
+    {"thought", "tool", "args"} (runtime/react_prompt.py renders and decodes it)."""
+
+    trajectory: list[dict] = field(default_factory=list)
+
+
+@dataclass
+class ToolCall:
+    """One call of the tool `tool` of a react node with the model's `args`; answered with
+    {"observation": str, "error": str | None}: a tool's exception or timeout is an
+    observation, not a failure of the row (runtime/tools.py)."""
+
+    node: dict
+    tool: str
+    args: dict[str, Any]
+
+    @property
+    def inputs(self) -> dict[str, Any]:  # what a trace event shows
+        return {"tool": self.tool, "args": self.args}
+
+
+Request = Generate | CallFunction | RunBody | Retrieve | ToolCall
 Execution = Generator[Request, Any, dict[str, Any]]
 
 
@@ -84,6 +108,7 @@ class StepKind:
     targets: tuple[str, ...] = ("signature",)  # what the step may name
     loops: bool = False  # written `... for x in list`
     # artifact: the node attributes this kind stores (in this order), and those it must have
+    takes_tools: bool = False  # written `... tools [a, b] max_steps N` (react)
     artifact_keys: tuple[str, ...] = ()
     artifact_required: tuple[str, ...] = ()
 
@@ -97,6 +122,18 @@ class StepKind:
             ctx.report("bad-loop", s.loop.span, f"a `{self.name}` step does not loop over a list",
                        f"write `{s.name} = map {s.target}(...) for x in list` to run it per item")
 
+        self.check_no_tools(ctx, s)
+
+    def check_no_tools(self, ctx: "Context", s: "ast.Step") -> None:
+        """`tools [...]` and `max_steps N` belong to react steps only."""
+        if self.takes_tools:
+            return
+        if getattr(s, "tools_span", None) is not None:
+            ctx.report("bad-tools", s.tools_span, f"a `{self.name}` step calls no tools",
+                       f"write `{s.name} = react {s.target}(...) tools [...]` for a tool-using loop")
+        if getattr(s, "max_steps", None) is not None:
+            ctx.report("bad-max-steps", s.max_steps.span, f"a `{self.name}` step takes no `max_steps`",
+                       "only react steps loop over model calls")
     def interface(self, ctx: "Context", s: "ast.Step", target: Target) -> tuple[dict, dict]:
         """The step's (inputs, outputs) types, from its target's."""
         return dict(target.inputs), dict(target.outputs)
@@ -121,6 +158,11 @@ class StepKind:
         return None
 
     # -- artifact -------------------------------------------------------------------------
+    def demo(self, inputs: dict, parsed: dict, extra: dict) -> dict | None:
+        """The demo a bootstrap run makes from one successful trace event of this kind (None:
+        the event makes none; react: only a finish action, with its trajectory)."""
+        return {"inputs": inputs, "outputs": parsed}
+
     def load(self, n: dict, d: dict, where: str, io: Any) -> None:
         """Check this kind's attributes of artifact node `n` and copy them into `d`; `io` is
         compiler/artifact_graph (its checks raise GraphFormatError)."""

@@ -26,6 +26,7 @@ class Call(StepKind):
         if s.loop is not None:
             ctx.report("bad-loop", s.loop.span, "a `call` step does not loop over a list",
                        f"write `{s.name} = map {s.target}(...) for x in list` to run a signature per item")
+        self.check_no_tools(ctx, s)
 
     def lower(self, s, sig, lowering) -> dict[str, Any]:
         return {"signature": sig.name,

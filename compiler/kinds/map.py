@@ -43,6 +43,7 @@ class Map(StepKind):
         if s.loop is None:
             ctx.report("bad-loop", s.target_span, "a `map` step says what it loops over",
                        f"write `{s.name} = map {s.target}(...) for x in list`")
+        self.check_no_tools(ctx, s)
 
     def interface(self, ctx, s, target: Target) -> tuple[dict, dict]:
         return dict(target.inputs), {n: ListT(t) for n, t in target.outputs.items()}

@@ -3,6 +3,8 @@
 Each code has a `## CODE` section holding a ```lmp bad block (which must produce that code
 and no other diagnostic), a ```text block (what `lmpc check example.lmp` prints for it, which
 must match today's output) and a ```lmp fixed block (which must compile with no diagnostic).
+A ```python NAME block is a file beside example.lmp (a tool's source): the bad example's after
+it, the fixed example's (when they differ) after the fixed block.
 """
 
 from __future__ import annotations
@@ -47,9 +49,25 @@ def test_summary_table_lists_every_code_with_its_severity():
     assert rows == {code: sev for code, (sev, _) in CODES.items()}
 
 
+def python_files(body: str) -> dict[str, str]:
+    """```python NAME blocks: files the examples read beside example.lmp (a tool's source)."""
+    files: dict[str, str] = {}
+    for m in FENCE.finditer(body.split("```lmp fixed", 1)[0]):
+        info = m.group("info").split()
+        if info[:1] == ["python"] and len(info) == 2:
+            files.setdefault(info[1], m.group("body"))
+    return files
+
+
 @pytest.mark.parametrize("code", sorted(CODES))
-def test_section(code: str):
+def test_section(code: str, tmp_path, monkeypatch):
     body = SECTIONS[code]
+    files = python_files(body)
+    if files:  # the bad example's file (the first block of a name) in a folder with example.lmp
+        monkeypatch.chdir(tmp_path)
+        (tmp_path / "example.lmp").write_text("")
+        for name, text in files.items():
+            (tmp_path / name).write_text(text)
     severity = CODES[code][0]
     assert f"**{severity}**" in body, f"section {code} does not state its severity ({severity})"
     (bad,) = blocks(body, "lmp bad")
@@ -62,6 +80,11 @@ def test_section(code: str):
     assert all(d.severity == severity for d in diags)
     assert rendered.rstrip("\n") == diags[0].render(bad), "the printed output shown is out of date"
 
+    fences = list(FENCE.finditer(body))
+    after = next((i for i, m in enumerate(fences) if m.group("info").strip() == "lmp fixed"), len(fences))
+    fixed_files = [m.group("body") for m in fences[after:] if m.group("info").split()[:1] == ["python"]]
+    for name, text in zip(files, fixed_files):  # the fixed example's files follow it
+        (tmp_path / name).write_text(text)
     program, diags = analyze(fixed, "example.lmp")
     assert diags == [], "\n".join(d.render(fixed) for d in diags)
     assert program is not None

@@ -74,10 +74,20 @@ CASES = {
         'retriever r = index(corpus: "corpus.jsonl", mode: "bm25")\n'
         "pipeline p(text: str) -> (ids: list[str]) {\n    x = retrieve r(query: text, k: 0)\n"
         "    return ids: x.ids\n}", "bad-retrieve-k"),
+    "react": Case(
+        'tool words = "tools.py:words"\npipeline p(text: str) -> (words: int) {\n'
+        "    x = react Count(text: text) tools [words] max_steps 3\n    return words: x.words\n}",
+        {"text": "a b c"}, {"words": 3},
+        'tool words = "tools.py:words"\npipeline p(text: str) -> (words: int) {\n'
+        "    x = react Count(text: text) tools [wrds] max_steps 3\n    return words: x.words\n}", "unknown-tool"),
 }
 
 
 def answer(f: dict, demos: int, req) -> dict:
+    if "anyOf" in req.json_schema:  # a react action: call the tool, then finish with its observation
+        if "Observation" in f:
+            return {"thought": "done", "tool": "finish", "args": {"words": int(f["Observation"])}}
+        return {"thought": "count them", "tool": "words", "args": {"text": f["text"]}}
     props = req.json_schema["properties"]
     out: dict = {}
     if "reasoning" in props:
@@ -92,7 +102,8 @@ def answer(f: dict, demos: int, req) -> dict:
 def _program(tmp_path: Path, kind: str) -> Path:
     src = tmp_path / "p.lmp"
     src.write_text(HEADER + CASES[kind].good + "\n")
-    (tmp_path / "tools.py").write_text("def count(text):\n    return {'words': len(text.split())}\n")
+    (tmp_path / "tools.py").write_text("def count(text):\n    return {'words': len(text.split())}\n\n\n"
+                                      "def words(text: str) -> int:\n    return len(text.split())\n")
     (tmp_path / "corpus.jsonl").write_text('{"id": "g", "text": "What a good day it was."}\n'
                                           '{"id": "b", "text": "The storm broke the fence."}\n')
     return src

@@ -1,0 +1,165 @@
+"""`react`: a loop in which the model thinks, calls one of the step's tools (or finishes),
+and reads the tool's result, until it fills the signature's outputs.
+
+    tool calc = "tools.py:calculator"
+    a = react Answer(question: q) tools [calc] max_steps 6
+
+Each action is one model call decoded under a JSON grammar: `{"thought", "tool", "args"}`
+where `tool` is one of the listed tools or `finish`, and `args` fits that tool's parameters
+(finish: the signature's outputs). The runtime runs only the listed functions (a ToolCall
+request), with a timeout; a tool's exception becomes the observation. Reaching `max_steps`
+without `finish` fails the row (MaxStepsReached), keeping the trajectory in the trace.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from typing import Any
+
+from lmpc.compiler import ast
+from lmpc.compiler.diagnostics import did_you_mean
+from lmpc.compiler.kinds.base import Act, Execution, ToolCall
+from lmpc.compiler.kinds.predict import Predict
+from lmpc.compiler.tools import FINISH
+
+DEFAULT_MAX_STEPS = 5
+MAX_MAX_STEPS = 50
+TOOL_TIMEOUT_S = 10.0  # per tool call; the node's `tool_timeout_s` (kept in artifacts)
+OBSERVATION_MAX_CHARS = 500  # an observation is cut to this in the prompt (and in demos)
+DEMO_MAX_CHARS = 1500  # a bootstrapped trajectory is trimmed to this (earliest steps dropped first)
+
+
+class MaxStepsReached(Exception):
+    """The loop used all its steps without a finish action."""
+
+
+def observation_text(value: Any) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+    return text if len(text) <= OBSERVATION_MAX_CHARS else text[:OBSERVATION_MAX_CHARS] + " ..."
+
+
+def trim_trajectory(steps: list[dict]) -> list[dict]:
+    """The last steps of a trajectory whose JSON fits DEMO_MAX_CHARS (observations cut)."""
+    steps = [{**s, "observation": observation_text(s.get("observation", ""))} for s in steps]
+    kept: list[dict] = []
+    size = 0
+    for s in reversed(steps):
+        size += len(json.dumps(s, ensure_ascii=False))
+        if size > DEMO_MAX_CHARS:
+            break
+        kept.insert(0, s)
+    return kept
+
+
+class React(Predict):
+    name = "react"
+    doc = "a loop of thought, tool call and observation until the model finishes with the outputs"
+    tunable = ("instructions", "demos")
+    artifact_keys = ("step", "signature", "model", "inputs", "outputs", "bindings", "instructions", "demos",
+                     "tools", "max_steps", "tool_timeout_s", "span")
+    artifact_required = ("signature", "instructions", "demos", "tools", "max_steps")
+    takes_tools = True
+    accepts_feedback = False  # a check's feedback has no place in an action's prompt (yet)
+
+    def check(self, ctx, s) -> None:
+        super().check(ctx, s)
+        if s.tools is None:
+            ctx.report("bad-tools", s.target_span, "a `react` step lists the tools it may call",
+                       f"e.g. `{s.name} = react {s.target}(...) tools [calc] max_steps {DEFAULT_MAX_STEPS}` "
+                       'with `tool calc = "tools.py:calculator"` declared in the file')
+        seen: set[str] = set()
+        for name, span in s.tools or []:
+            if name in seen:
+                ctx.report("bad-tools", span, f"tool `{name}` is listed twice")
+            elif name not in ctx.tools and name not in ctx.suppressed:
+                ctx.report("unknown-tool", span, f"no tool named `{name}`",
+                           did_you_mean(name, list(ctx.tools))
+                           or f'declare it: `tool {name} = "tools.py:{name}"`')
+            seen.add(name)
+        v = s.max_steps
+        if v is not None and not (isinstance(v, ast.Literal) and isinstance(v.value, int)
+                                  and not isinstance(v.value, bool) and 0 < v.value <= MAX_MAX_STEPS):
+            ctx.report("bad-max-steps", v.span, f"`max_steps` is a whole number from 1 to {MAX_MAX_STEPS} "
+                       "written in the file", f"e.g. `max_steps {DEFAULT_MAX_STEPS}` (model calls per row at most)")
+
+    def lower(self, s, sig, lowering) -> dict[str, Any]:
+        attrs = super().lower(s, sig, lowering)
+        specs = lowering.program.tools
+        attrs["tools"] = {name: copy.deepcopy(specs[name]) for name, _ in s.tools or [] if specs.get(name)}
+        attrs["max_steps"] = s.max_steps.value if s.max_steps is not None else DEFAULT_MAX_STEPS
+        attrs["tool_timeout_s"] = TOOL_TIMEOUT_S
+        return attrs
+
+    def execute(self, node: dict, inputs: dict[str, Any]) -> Execution:
+        steps: list[dict] = []
+        for _ in range(node["max_steps"]):
+            action = yield Act(node, inputs, [dict(s) for s in steps])
+            if action["tool"] == FINISH:
+                return {name: action["args"].get(name) for name in node["outputs"]}
+            result = yield ToolCall(node, action["tool"], action["args"])
+            steps.append({"thought": action["thought"], "tool": action["tool"], "args": action["args"],
+                          "observation": result["observation"]})
+        last = f"; last action: {steps[-1]['tool']}({json.dumps(steps[-1]['args'])})" if steps else ""
+        raise MaxStepsReached(f"no `{FINISH}` action within max_steps {node['max_steps']}{last} "
+                              "(the trajectory is in the trace: lmpc inspect)")
+
+    def max_calls(self, node: dict) -> int:
+        return int(node["max_steps"])  # a row's loop makes at most this many model calls
+
+    def demo(self, inputs: dict, parsed: dict, extra: dict) -> dict | None:
+        """A bootstrapped demo from a trace event: only a finish action makes one, holding the
+        whole trajectory that led to it (trimmed to DEMO_MAX_CHARS)."""
+        if not isinstance(parsed, dict) or parsed.get("tool") != FINISH:
+            return None
+        trajectory = trim_trajectory(extra.get("trajectory", []))
+        return {"inputs": inputs, "outputs": parsed["args"], "thought": parsed.get("thought", ""),
+                "trajectory": trajectory}
+
+    def load(self, n: dict, d: dict, where: str, io: Any) -> None:
+        demos = n["demos"]
+        io.require(isinstance(demos, list), f"{where}/demos", "demos are a list")
+        plain = []
+        for i, demo in enumerate(demos):
+            io.require(isinstance(demo, dict), f"{where}/demos/{i}", "a demo is an object")
+            traj = demo.get("trajectory", [])
+            io.require(isinstance(traj, list) and all(
+                isinstance(st, dict) and set(st) == {"thought", "tool", "args", "observation"}
+                and isinstance(st["thought"], str) and st["tool"] in n["tools"] and isinstance(st["args"], dict)
+                and isinstance(st["observation"], str) for st in traj), f"{where}/demos/{i}/trajectory",
+                "a trajectory is a list of {thought, tool, args, observation} with tools the node lists")
+            io.require(isinstance(demo.get("thought", ""), str), f"{where}/demos/{i}/thought", "a string")
+            plain.append({k: v for k, v in demo.items() if k not in ("trajectory", "thought")})
+        super().load({**n, "demos": plain}, d, where, io)
+        d["demos"] = demos
+        tools = n["tools"]
+        io.require(isinstance(tools, dict) and FINISH not in tools, f"{where}/tools",
+                   "tools map names (not `finish`) to their specs")
+        for name, spec in tools.items():
+            at = f"{where}/tools/{name}"
+            io.require(isinstance(spec, dict) and set(spec) == {"fn", "description", "params", "required", "result"}
+                       and isinstance(spec["description"], str) and isinstance(spec["params"], dict)
+                       and isinstance(spec["required"], list) and set(spec["required"]) <= set(spec["params"]),
+                       at, "a tool is {fn, description, params, required, result}")
+            io.check_fn(spec["fn"], f"{at}/fn")
+            for p, f in spec["params"].items():
+                io.require(isinstance(f, dict) and isinstance(f.get("type"), str) and isinstance(f.get("schema"), dict),
+                           f"{at}/params/{p}", "a parameter is {type, schema, description}")
+        steps = n["max_steps"]
+        io.require(isinstance(steps, int) and not isinstance(steps, bool) and 0 < steps <= MAX_MAX_STEPS,
+                   f"{where}/max_steps", f"a whole number from 1 to {MAX_MAX_STEPS}")
+        timeout = n.get("tool_timeout_s", TOOL_TIMEOUT_S)
+        io.require(isinstance(timeout, (int, float)) and not isinstance(timeout, bool) and timeout > 0,
+                   f"{where}/tool_timeout_s", "a positive number of seconds")
+        d.update(tools=tools, max_steps=steps, tool_timeout_s=float(timeout))
+
+    def label(self, nid: str, d: dict) -> str:
+        outs = ", ".join(f"{n}: {f['type']}" for n, f in d.get("outputs", {}).items())
+        model = f" using {d['model']}" if d.get("model") else ""
+        demos = f" [{len(d['demos'])} demos]" if d.get("demos") else ""
+        tools = ", ".join(d.get("tools", {}))
+        return (f"{nid} = react {d.get('signature')} tools [{tools}] max_steps {d.get('max_steps')}"
+                f"{model}{demos} -> ({outs})")
+
+
+KIND = React()
