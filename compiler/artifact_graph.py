@@ -138,7 +138,8 @@ def fields_from_json(data: Any, where: str) -> dict[str, dict]:
 _NODE_KEYS = {
     NodeKind.INPUT.value: ("name", "type", "schema", "span"),
     NodeKind.OUTPUT.value: ("name", "type", "schema", "bindings", "span"),
-    **{name: kind.artifact_keys for name, kind in KINDS.items()},
+    # `checks` (compiler/constraints.py) on the kinds a check may retry
+    **{name: kind.artifact_keys + (("checks",) if kind.accepts_feedback else ()) for name, kind in KINDS.items()},
 }
 _STEP_COMMON = ("step", "inputs", "outputs", "bindings")  # every step kind has these
 
@@ -339,6 +340,8 @@ def _node_from_json(n: Any, where: str, models: dict) -> tuple[str, dict]:
         _check_expr(e, f"{where}/bindings/{arg}")
     d["bindings"] = b
     kind_def.load(n, d, where, _Checks(models))  # the kind's own attributes
+    if "checks" in n:
+        d["checks"] = _load_checks(n["checks"], f"{where}/checks")
     return n["id"], d
 
 
@@ -357,6 +360,41 @@ class _Checks:
 
     def body_from_json(self, data: Any, where: str, io_models: Any = None) -> nx.DiGraph:
         return body_from_json(data, where, self.models)
+
+
+_CHECK_KEYS = {"id", "cond", "text", "message", "soft", "retries", "span"}
+
+
+def _load_checks(checks: Any, where: str) -> list[dict]:
+    from lmpc.compiler.constraints import MAX_CHECK_RETRIES
+
+    _require(isinstance(checks, list) and checks, where, "checks are a non-empty list")
+    for i, c in enumerate(checks):
+        at = f"{where}/{i}"
+        _require(isinstance(c, dict) and set(c) == _CHECK_KEYS, at, f"a check has exactly {', '.join(sorted(_CHECK_KEYS))}")
+        _require(all(_is_str(c[k]) for k in ("id", "text", "message")) and isinstance(c["soft"], bool), at,
+                 "a check's id, text and message are strings, soft a bool")
+        r = c["retries"]
+        _require(isinstance(r, int) and not isinstance(r, bool) and 0 <= r <= MAX_CHECK_RETRIES, f"{at}/retries",
+                 f"retries is a whole number from 0 to {MAX_CHECK_RETRIES}")
+        _require(c["span"] is None or isinstance(c["span"], dict), f"{at}/span", "a span is an object")
+        _check_expr(c["cond"], f"{at}/cond")
+    return checks
+
+
+def _check_check_refs(g: nx.DiGraph, where: str) -> None:
+    """A check reads its own node's outputs, and inputs or steps that run before it."""
+    for nid, d in g.nodes(data=True):
+        for i, c in enumerate(d.get("checks", ())):
+            before = nx.ancestors(g, nid)
+            for r in refs(c["cond"]):
+                src = g.nodes.get(r["ref"])
+                at = f"{where}/nodes/{nid}/checks/{i}/cond"
+                _require(src is not None and (r["ref"] == nid or r["ref"] in before), at,
+                         f"refers to `{r['ref']}`, which is neither the checked step nor a node it depends on")
+                if src["kind"] != "input":
+                    _require(bool(r["path"]) and r["path"][0] in src["outputs"], at,
+                             f"refers to `{r['ref']}.{'.'.join(r['path'])}`, which `{r['ref']}` does not output")
 
 
 def _check_refs(g: nx.DiGraph, where: str) -> None:
@@ -418,4 +456,5 @@ def _nodes_from_json(data: dict, where: str, models: dict) -> nx.DiGraph:
     if not nx.is_directed_acyclic_graph(g):
         cycle = " -> ".join(u for u, _ in nx.find_cycle(g))
         raise GraphFormatError(f"{where}/nodes", f"the steps form a cycle ({cycle})")
+    _check_check_refs(g, where)
     return annotate_order(g, None)

@@ -10,6 +10,7 @@ from lmpc.compiler import ast, operators
 from lmpc.compiler.builtins import BUILTINS
 from lmpc.compiler.check import Context
 from lmpc.compiler.checked import PipelineInfo
+from lmpc.compiler.constraints import check_constraints
 from lmpc.compiler.diagnostics import did_you_mean
 from lmpc.compiler.kinds import KINDS, Target, chain_of_thought
 from lmpc.compiler.types import (
@@ -279,6 +280,7 @@ def _check_body(ctx: Context, info: PipelineInfo) -> None:
             if s.using not in ctx.suppressed:
                 ctx.report("unknown-model", s.using_span, f"no model named `{s.using}`", did_you_mean(s.using, ctx.models))
 
+    check_constraints(ctx, info, exprs, steps, deps)
     _check_step_cycles(ctx, steps, deps)
     ret_deps = _check_return(ctx, info, exprs)
     _check_unused(ctx, info, steps, deps, ret_deps | exprs.near_misses)

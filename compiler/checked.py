@@ -52,6 +52,7 @@ class PipelineInfo:
     step_inputs: dict[str, dict[str, Type]] = field(default_factory=dict)
     calls: set[str] = field(default_factory=set)  # pipelines this one calls
     loop_items: dict[str, Type] = field(default_factory=dict)  # map step -> its loop variable's type
+    checks: dict[str, list[ast.Check]] = field(default_factory=dict)  # step -> the checks constraining it
 
 
 @dataclass

@@ -108,6 +108,10 @@ CODES: dict[str, tuple[str, str]] = {
     "bad-loop": (ERROR, "`map` without `for x in list`, `for` on another kind of step, or a loop variable "
                         "that hides a name"),
     "not-a-list": (ERROR, "`map ... for x in VALUE` where VALUE is not a list"),
+    "check-not-bool": (ERROR, "a `check` condition that is not a bool"),
+    "check-reads-no-step": (ERROR, "a `check` whose condition reads no step output"),
+    "ambiguous-check": (ERROR, "a `check` reading steps that do not depend on one another"),
+    "bad-check": (ERROR, "a `check` on a step a retry cannot change, an empty message, or a bad `retries`"),
     # types
     "type-mismatch": (ERROR, "a value's type does not fit where it flows"),
     "bad-union": (ERROR, "a union of anything but string literals"),

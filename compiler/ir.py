@@ -253,6 +253,20 @@ def walk(g: nx.DiGraph, prefix: str = "") -> Iterator[tuple[str, dict]]:
             yield from walk(d["body"], site_id(prefix + nid, ""))
 
 
+def calls_per_row(g: nx.DiGraph) -> int:
+    """An upper bound of the model calls one row makes (--dry-run plans): per prompt node, its
+    kind's calls (best_of: n) times 1 + the retries of the checks on it (each check retries on
+    its own, so they add up). A map's body counts once: its item count is known at run time."""
+    from lmpc.compiler.kinds import KINDS
+
+    total = 0
+    for _, d in walk(g):
+        kind = KINDS.get(d["kind"])
+        if kind is not None and kind.prompt:
+            total += kind.max_calls(d) * (1 + sum(c["retries"] for c in d.get("checks", ())))
+    return total
+
+
 def parameter_sites(g: nx.DiGraph) -> list[str]:
     """Every prompt node, bodies included (`notes[*]/Summarize`), in run order: read and set
     one with `site(g, id)`."""

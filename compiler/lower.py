@@ -9,6 +9,7 @@ import networkx as nx
 
 from lmpc.compiler import ast
 from lmpc.compiler.checked import CheckedProgram, PipelineInfo
+from lmpc.compiler.constraints import lower_checks
 from lmpc.compiler.ir import NodeKind, input_id, output_id, rebuild_edges, value_schema, value_type
 from lmpc.compiler.kinds import KINDS
 from lmpc.compiler.kinds.predict import default_instructions  # noqa: F401  (kept importable here)
@@ -123,6 +124,7 @@ def lower_pipeline(program: CheckedProgram, info: PipelineInfo) -> nx.DiGraph:
     for s in decl.steps:  # kinds whose attributes need the types of the other nodes
         if s.module in KINDS and hasattr(KINDS[s.module], "complete"):
             KINDS[s.module].complete(g, s.name, s, lowering)
+    lower_checks(g, program.source, info, lower_expr)  # `check` statements, on the steps they constrain
     if decl.ret is not None:
         for kw in decl.ret.fields:
             t = info.outputs[kw.name]

@@ -17,6 +17,11 @@ def _label(nid: str, d: dict) -> str:
     return KINDS[kind].label(nid, d)  # each kind says how it reads
 
 
+def _check_label(c: dict) -> str:
+    mode = "soft" if c["soft"] else "hard"
+    return f"check {c['text']} ({mode}, retries {c['retries']}) else {c['message']}"
+
+
 def _edge_label(d: dict) -> str:
     return ", ".join(
         (".".join(u["path"]) + " → " if u["path"] else "") + f"{u['arg']}: {u['type']}" for u in d["uses"]
@@ -40,6 +45,10 @@ def _mermaid_nodes(g: nx.DiGraph, prefix: str, indent: str) -> list[str]:
         d = g.nodes[nid]
         shape = ("([", "])") if d["kind"] in (NodeKind.INPUT, NodeKind.OUTPUT) else ("[", "]")
         lines.append(f'{indent}{_mermaid_id(prefix + nid)}{shape[0]}"{esc(_label(nid, d))}"{shape[1]}')
+        for i, c in enumerate(d.get("checks", ())):  # a check: a hexagon on a dotted edge from its step
+            cid = _mermaid_id(f"{prefix}{nid}#check{i}")
+            lines.append(f'{indent}{cid}{{{{"{esc(_check_label(c))}"}}}}')
+            lines.append(f'{indent}{_mermaid_id(prefix + nid)} -.-> {cid}')
         if "body" in d:  # a node's body: a subgraph, run once per item
             sub = site_id(prefix + nid, "")
             lines.append(f'{indent}subgraph {_mermaid_id(sub)}["{esc(f"{nid}: each item")}"]')
@@ -71,6 +80,10 @@ def _dot_lines(g: nx.DiGraph, prefix: str, indent: str) -> list[str]:
         d = g.nodes[nid]
         shape = "ellipse" if d["kind"] in (NodeKind.INPUT, NodeKind.OUTPUT) else "box"
         lines.append(f"{indent}{_q(prefix + nid)} [shape={shape}, label={_q(_label(nid, d))}];")
+        for i, c in enumerate(d.get("checks", ())):
+            cid = _q(f"{prefix}{nid}#check{i}")
+            lines.append(f"{indent}{cid} [shape=hexagon, label={_q(_check_label(c))}];")
+            lines.append(f"{indent}{_q(prefix + nid)} -> {cid} [style=dashed];")
         if "body" in d:  # a node's body: a cluster, run once per item
             sub = site_id(prefix + nid, "")
             lines.append(f"{indent}subgraph {_q('cluster_' + sub)} {{")

@@ -42,6 +42,14 @@ def print_worst(report, k: int, stream=sys.stdout) -> None:
         print(f"      input {_short(r.inputs, 100)}", file=stream)
 
 
+def print_checks(checks: dict[str, dict], stream=sys.stdout) -> None:
+    """One line per `check`: how often it failed, was repaired by a retry, and still failed."""
+    for cid, c in checks.items():
+        print(f"check {cid} `{c['text']}` ({'soft' if c['soft'] else 'hard'}, step `{c['step']}`): failed on "
+              f"{c['failures']} of {c['runs']}, repaired {c['repaired']}, still failing {c['still_failing']} "
+              f"({c['retries']} retries)", file=stream)
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     from lmpc.api import resolve_metric
     from lmpc.runtime.evaluate import evaluate
@@ -109,6 +117,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
               f"{report.prompt_tokens} + {report.completion_tokens} tokens; {report.wall_s:.1f} s")
         if report.stopped_early:
             print(report.stopped_early)
+        print_checks(summary.get("checks", {}))
         # enum and bool outputs: what the program answers, not only how often it is right
         for warning in print_labels(summary.get("labels", {})):
             print(f"warning: {warning}")

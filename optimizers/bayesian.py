@@ -30,7 +30,7 @@ from typing import Any
 import networkx as nx
 
 from lmpc.compiler.options import STRATEGY_OPTIONS
-from lmpc.compiler.ir import parameter_sites, site
+from lmpc.compiler.ir import calls_per_row, parameter_sites, site
 from lmpc.optimizers.base import Candidate, OptimizeContext, Optimizer, OptimizerConfigError, OptimizeResult
 from lmpc.optimizers.bootstrap import check_teacher, choose_demos, run_teacher
 from lmpc.optimizers.demos import copy_graph, rng_for
@@ -66,8 +66,8 @@ class Bayesian(Optimizer):
     # -- planning ------------------------------------------------------------------------
     def planned_calls(self, graph: nx.DiGraph, n_train: int, n_dev: int, judge: int = 0) -> dict[str, int]:
         o = self.options
-        per_row = len(parameter_sites(graph))
-        scored = per_row + judge  # a row whose prediction the metric scores
+        per_row = len(parameter_sites(graph))  # one proposal per prompt node
+        scored = calls_per_row(graph) + judge  # a row whose prediction the metric scores
         scored_on = n_dev or n_train
         minibatch = min(o["minibatch"], scored_on)
         full_evals = 1 + (-(-o["trials"] // o["full_eval_every"]) if minibatch < scored_on else 0)

@@ -16,7 +16,7 @@ from typing import Any
 import networkx as nx
 
 from lmpc.compiler.options import STRATEGY_OPTIONS
-from lmpc.compiler.ir import event_site, parameter_sites, site, site_step
+from lmpc.compiler.ir import calls_per_row, event_site, parameter_sites, site, site_step
 from lmpc.compiler.kinds import PROMPT_KINDS
 from lmpc.optimizers.base import OptimizeContext, Optimizer, OptimizerConfigError, OptimizeResult
 from lmpc.optimizers.coverage import choose, label_counts, label_name
@@ -48,10 +48,12 @@ class TeacherRun:
     passed: list[str] = field(default_factory=list)  # sources, in training-set order
     candidates: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     first_errors: list[str] = field(default_factory=list)
+    failed_checks: int = 0  # runs that passed the metric but failed a soft check: not taken
 
     def summary(self) -> dict[str, Any]:
         return {"teacher": self.teacher, "train": self.train, "rounds": self.rounds, "calls": self.calls,
-                "errors": self.errors, "passed": len(self.passed), "error_examples": self.first_errors}
+                "errors": self.errors, "passed": len(self.passed), "error_examples": self.first_errors,
+                **({"failed_checks": self.failed_checks} if self.failed_checks else {})}
 
 
 def check_teacher(name: str, graph: nx.DiGraph, teacher: str | None) -> None:
@@ -109,11 +111,17 @@ def run_teacher(name: str, graph: nx.DiGraph, ctx: OptimizeContext, teacher: str
             if score < PASS_SCORE:
                 still.append(i)
                 continue
+            if any(not c["passed"] for c in getattr(res, "checks", ())):  # a soft check failed: not a demo
+                run.failed_checks += 1
+                still.append(i)
+                continue
             passed.add(i)
             for e in res.trace:
                 nid = step_to_node.get(event_site(e.step))
                 if nid is None or e.kind not in PROMPT_KINDS or e.parsed is None or e.error is not None:
                     continue
+                if e.extra.get("checks_failed") or e.extra.get("best_of", {}).get("chosen") is False:
+                    continue  # an attempt a check rejected (then repaired), or a sample best_of did not keep
                 run.candidates[nid].append({"inputs": copy.deepcopy(e.inputs), "outputs": copy.deepcopy(e.parsed),
                                             "source": ex.source, "kind": "bootstrapped"})
         if r == 0 and examples and run.errors * 2 > len(examples):
@@ -163,7 +171,7 @@ class BootstrapFewShot(Optimizer):
 
     def planned_calls(self, graph: nx.DiGraph, n_train: int, n_dev: int, judge: int = 0) -> dict[str, int]:
         # every teacher run is scored by the metric
-        return {"teacher": n_train * self.options["max_rounds"] * (len(parameter_sites(graph)) + judge)}
+        return {"teacher": n_train * self.options["max_rounds"] * (calls_per_row(graph) + judge)}
 
     def compile(self, graph: nx.DiGraph, ctx: OptimizeContext) -> OptimizeResult:
         o = self.options

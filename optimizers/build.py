@@ -12,7 +12,7 @@ from typing import Any
 import networkx as nx
 
 from lmpc.compiler.diagnostics import printable
-from lmpc.compiler.ir import parameter_sites, site
+from lmpc.compiler.ir import calls_per_row, parameter_sites, site
 from lmpc.optimizers.base import OptimizeContext, Optimizer, OptimizerConfigError
 from lmpc.optimizers.coverage import label_counts
 from lmpc.optimizers.demos import label_fields
@@ -57,8 +57,8 @@ def plan(graph: nx.DiGraph, optimizers: list[Optimizer], n_train: int, n_dev: in
     """Upper bounds of model calls per stage, before cache hits (what --dry-run prints).
 
     judge: the metric's judge pipeline, whose calls (one run per scored row) count too."""
-    per_judge = len(parameter_sites(judge)) if judge is not None else 0
-    per_row = len(parameter_sites(graph)) + per_judge
+    per_judge = calls_per_row(judge) if judge is not None else 0
+    per_row = calls_per_row(graph) + per_judge  # checks' retries and best_of's samples included
     stages = [PlannedStage("evaluate zero-shot on dev", n_dev * per_row)]
     for opt in optimizers:
         for stage, calls in opt.planned_calls(graph, n_train, n_dev, per_judge).items():

@@ -35,7 +35,7 @@ from typing import Sequence
 import networkx as nx
 
 from lmpc.compiler.options import STRATEGY_OPTIONS
-from lmpc.compiler.ir import map_refs, prompt_nodes, rebuild_edges, step_nodes, to_json
+from lmpc.compiler.ir import calls_per_row, map_refs, prompt_nodes, rebuild_edges, step_nodes, to_json
 from lmpc.compiler.passes.annotate import annotate_order
 from lmpc.optimizers.base import Candidate, OptimizeContext, Optimizer, OptimizerConfigError, OptimizeResult
 from lmpc.optimizers.demos import demo_count
@@ -98,7 +98,7 @@ class Ensemble(Optimizer):
     options_spec = STRATEGY_OPTIONS["ensemble"]
 
     def planned_calls(self, graph: nx.DiGraph, n_train: int, n_dev: int, judge: int = 0) -> dict[str, int]:
-        per_row = len(prompt_nodes(graph))
+        per_row = calls_per_row(graph)
         rows = n_dev or n_train
         size = self.options["size"]
         # The build's final evaluation plans n_dev x P calls for one program; an ensemble

@@ -20,7 +20,7 @@ from typing import Any
 import networkx as nx
 
 from lmpc.compiler.options import STRATEGY_OPTIONS
-from lmpc.compiler.ir import parameter_sites, site
+from lmpc.compiler.ir import calls_per_row, parameter_sites, site
 from lmpc.optimizers.base import OptimizeContext, Optimizer, OptimizerConfigError, OptimizeResult
 from lmpc.optimizers.bootstrap import check_teacher, run_teacher
 from lmpc.optimizers.coverage import choose, label_counts
@@ -37,7 +37,7 @@ class KNNFewShot(Optimizer):
     options_spec = STRATEGY_OPTIONS["knn_few_shot"]
 
     def planned_calls(self, graph: nx.DiGraph, n_train: int, n_dev: int, judge: int = 0) -> dict[str, int]:
-        return {"teacher": n_train * (len(parameter_sites(graph)) + judge)}
+        return {"teacher": n_train * (calls_per_row(graph) + judge)}
 
     def compile(self, graph: nx.DiGraph, ctx: OptimizeContext) -> OptimizeResult:
         o = self.options

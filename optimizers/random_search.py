@@ -16,7 +16,7 @@ from typing import Any
 import networkx as nx
 
 from lmpc.compiler.options import STRATEGY_OPTIONS
-from lmpc.compiler.ir import parameter_sites, site, to_json
+from lmpc.compiler.ir import calls_per_row, parameter_sites, site, to_json
 from lmpc.optimizers.base import Candidate, OptimizeContext, Optimizer, OptimizerConfigError, OptimizeResult
 from lmpc.optimizers.bootstrap import check_teacher, choose_demos, run_teacher
 from lmpc.optimizers.demos import copy_graph, demo_count, rng_for
@@ -28,7 +28,7 @@ class RandomSearch(Optimizer):
     options_spec = STRATEGY_OPTIONS["random_search"]
 
     def planned_calls(self, graph: nx.DiGraph, n_train: int, n_dev: int, judge: int = 0) -> dict[str, int]:
-        per_row = len(parameter_sites(graph)) + judge  # each row's prediction is scored
+        per_row = calls_per_row(graph) + judge  # each row's prediction is scored
         teacher = n_train * per_row if self.options["candidates"] > 2 else 0
         scored_on = n_dev or n_train
         return {"teacher": teacher, "candidates": self.options["candidates"] * scored_on * per_row}

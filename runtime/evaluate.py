@@ -14,6 +14,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable
 
+from lmpc.runtime.checks import summarize
 from lmpc.runtime.data import Example
 from lmpc.runtime.errors import ConfigurationError, LmpcRuntimeError
 from lmpc.runtime.labels import field_stats, label_fields
@@ -33,6 +34,7 @@ class ExampleResult:
     score: float
     error: str | None
     trace_ids: list[str] = field(default_factory=list)
+    checks: list[dict] = field(default_factory=list)  # outcomes of the pipeline's checks (runtime/checks.py)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -59,6 +61,11 @@ class EvalReport:
                 for name, declared in self.label_fields.items()}
 
     @property
+    def checks(self) -> dict[str, dict[str, Any]]:
+        """Per `check` of the program: runs, failures, repaired by a retry, still failing."""
+        return summarize([r.checks for r in self.results])
+
+    @property
     def score(self) -> float:
         """Mean score over the examples run; errors count as 0."""
         return sum(r.score for r in self.results) / len(self.results) if self.results else 0.0
@@ -81,7 +88,8 @@ class EvalReport:
                 "errors": self.errors, "calls": self.calls, "cache_hits": self.cache_hits,
                 "prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens,
                 "wall_s": round(self.wall_s, 2), "stopped_early": self.stopped_early,
-                **({"labels": self.labels} if self.label_fields else {})}
+                **({"labels": self.labels} if self.label_fields else {}),
+                **({"checks": self.checks} if any(r.checks for r in self.results) else {})}
 
 
 def evaluate(program: Program, examples: list[Example], metric: Metric, *, max_errors: int | None = None,
@@ -115,7 +123,7 @@ def evaluate(program: Program, examples: list[Example], metric: Metric, *, max_e
                         error = f"metric raised {type(e).__name__}: {e}"
                 report.program_prompt_tokens += sum(e.prompt_tokens for e in run.trace if e.model is not None)
                 result = ExampleResult(start + offset, ex.source, ex.inputs, ex.gold, run.values, score, error,
-                                       [e.trace_id for e in run.trace])
+                                       [e.trace_id for e in run.trace], list(getattr(run, "checks", ())))
                 report.results.append(result)
                 if on_result is not None:
                     on_result(result)

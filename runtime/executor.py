@@ -34,6 +34,7 @@ import networkx as nx
 from lmpc.compiler.ir import NodeKind, input_id, is_step, item_step
 from lmpc.compiler.kinds import KINDS, Act, CallFunction, Generate, Retrieve, RunBody, ToolCall
 from lmpc.runtime.budget import BudgetExceededError, CallBudget
+from lmpc.runtime.checks import CheckLog, failing, feedback_node
 from lmpc.runtime.cache import CallCache
 from lmpc.runtime.errors import ConfigurationError, Interrupted, LmpcRuntimeError, OutputError
 from lmpc.runtime.models import CancelToken
@@ -81,6 +82,7 @@ class RowState:
     trace: list[TraceEvent] = field(default_factory=list)
     error: LmpcRuntimeError | None = None
     outputs: dict[str, Any] | None = None
+    checks: list[dict] = field(default_factory=list)  # outcomes of the checks of its steps (runtime/checks.py)
 
 
 @dataclass
@@ -95,6 +97,9 @@ class _Task:
     reply: Any = None
     served: int = 0  # requests served so far (the trace ids of later ones are numbered)
     done: bool = False
+    inputs: dict[str, Any] | None = None  # the node's inputs (a check's retry runs the kind again on them)
+    checks: CheckLog | None = None  # the node's checks: attempts and failures so far
+    events: list[TraceEvent] = field(default_factory=list)  # this attempt's trace events
 
 
 def where(node: dict) -> str:
@@ -283,6 +288,9 @@ class Executor:
                                      node["step"])
                 t.done = True
                 return t
+        t.inputs = inputs
+        if node.get("checks"):
+            t.checks = CheckLog(node)
         t.gen = KINDS[node["kind"]].execute(node, inputs)
         self._advance(t)
         return t
@@ -297,11 +305,40 @@ class Executor:
             t.request = t.gen.send(t.reply) if t.request is not None else next(t.gen)
             t.reply = None
         except StopIteration as stop:
+            if t.checks is not None and self._checked(t, stop.value):
+                return  # a retry with feedback started
             t.st.values[t.nid] = stop.value
             t.done = True
         except Exception as e:  # a kind's own logic failed on this row's values
             t.st.error = StepError(f"{where(t.node)}: {type(e).__name__}: {e}", t.node["step"])
             t.done = True
+
+    def _checked(self, t: _Task, outputs: dict[str, Any]) -> bool:
+        """Judge the node's new outputs by its checks (runtime/checks.py); True when handled here:
+        a failure with retries left runs the kind again with feedback, and a hard check that
+        still fails after them fails the row. Otherwise (passed, or soft) the outputs stand."""
+        st, log = t.st, t.checks
+        lookup = lambda ref, path: get_path(outputs if ref == t.nid else st.values[ref], path)  # noqa: E731
+        failed = failing(t.node, lookup)
+        log.record(failed)
+        for e in t.events:  # this attempt's calls: never demos when it failed a check
+            if failed:
+                e.extra["checks_failed"] = [c["id"] for c in failed]
+        t.events = []
+        if failed and log.may_retry(failed):
+            log.attempts += 1
+            t.gen = KINDS[t.node["kind"]].execute(feedback_node(t.node, outputs, failed), t.inputs)
+            t.request = t.reply = None
+            self._advance(t)
+            return True
+        st.checks.extend(log.outcome(failed))
+        hard = [c for c in failed if not c["soft"]]
+        if not hard:
+            return False
+        st.error = StepError(f"{where(t.node)}: check failed after {log.attempts} attempt(s): {hard[0]['message']} "
+                             f"(`{hard[0]['text']}`)", t.node["step"])
+        t.done = True
+        return True
 
     def _perform(self, t: _Task, run: _Run) -> dict[str, Any]:
         """One model or Python call of a task, with its trace event."""
@@ -312,6 +349,9 @@ class Executor:
                            inputs=req.inputs, raw=None, parsed=None, row=st.index, started_at=time.time(),
                            trace_id=f"{run.run_id}-{st.index}-{t.nid}{suffix}")
         st.trace.append(event)
+        t.events.append(event)
+        if "feedback" in req.node:  # a check's retry: what it was told
+            event.extra.update(attempt=t.checks.attempts if t.checks else 0, feedback=req.node["feedback"])
         t0 = time.perf_counter()
         try:
             if isinstance(req, CallFunction):
@@ -366,6 +406,7 @@ class Executor:
                     e.trace_id = f"{run.run_id}-{t.st.index}-{item_step(t.nid, i, e.trace_id.split('-', 2)[-1])}"
                     e.row = t.st.index
                 t.st.trace.extend(sub.trace)
+                t.st.checks.extend(sub.checks)
             failed = next(((i, sub.error) for i, sub in enumerate(items) if sub.error is not None), None)
             if failed is None:
                 t.reply = [sub.outputs for sub in items]

@@ -29,6 +29,7 @@ class Result:
     trace: list[TraceEvent] = field(default_factory=list)
     error: LmpcRuntimeError | None = None
     index: int = 0
+    checks: list[dict] = field(default_factory=list)  # outcomes of the pipeline's checks (runtime/checks.py)
 
     def __getattr__(self, name: str) -> Any:
         values = self.__dict__.get("values")
@@ -120,7 +121,7 @@ class Program:
         Raises a ConfigurationError (e.g. an unset key variable) once instead of failing every
         row, and KeyboardInterrupt at once on Ctrl-C (in-flight HTTP calls are cancelled)."""
         states = self.executor.run(list(rows), sample=sample, temperature=temperature)
-        return [Result(st.outputs, st.trace, st.error, st.index) for st in states]
+        return [Result(st.outputs, st.trace, st.error, st.index, st.checks) for st in states]
 
     def close(self) -> None:
         self.executor.close()

@@ -108,6 +108,17 @@ def system_message(node: dict) -> str:
     return "\n".join(lines)
 
 
+def user_message(node: dict, inputs: dict[str, Any]) -> str:
+    """This example's inputs; on a check's retry (runtime/checks.py) also the previous attempt
+    and what to change, last, as DSPy's assertions do."""
+    text = render_inputs(node, inputs)
+    fb = node.get("feedback")
+    if fb:
+        text += (f"\n\nPrevious attempt: {render_outputs(node, fb['previous'])}\n"
+                 + "\n".join(f"Instruction: {m}" for m in fb["instructions"]))
+    return text
+
+
 def render_messages(node: dict, inputs: dict[str, Any]) -> list[dict[str, str]]:
     """Demos render as prior user/assistant turns ("turns", the default) or as one examples
     block at the end of the system message ("block"); which works better is model-specific
@@ -118,7 +129,7 @@ def render_messages(node: dict, inputs: dict[str, Any]) -> list[dict[str, str]]:
         shown = "\n\n".join(f"{render_inputs(node, d['inputs'])}\nAnswer: {render_outputs(node, d['outputs'])}"
                              for d in demos)
         return [{"role": "system", "content": f"{system}\n\nExamples:\n\n{shown}"},
-                {"role": "user", "content": render_inputs(node, inputs)}]
+                {"role": "user", "content": user_message(node, inputs)}]
     messages = [{"role": "system", "content": system}]
     for demo in demos:
         messages.append({"role": "user", "content": render_inputs(node, demo["inputs"])})
@@ -127,5 +138,5 @@ def render_messages(node: dict, inputs: dict[str, Any]) -> list[dict[str, str]]:
         from lmpc.runtime.react_prompt import render_messages as render_react
 
         return render_react(node, inputs, [])
-    messages.append({"role": "user", "content": render_inputs(node, inputs)})
+    messages.append({"role": "user", "content": user_message(node, inputs)})
     return messages

@@ -104,6 +104,7 @@ class StepKind:
     name: str = ""
     doc: str = ""  # one line: what the kind does (hints, docs)
     prompt: bool = False  # a prompt node: a parameter site optimizers rewrite
+    accepts_feedback: bool = False  # a `check` may retry it with feedback in its prompt (runtime/checks.py)
     tunable: tuple[str, ...] = ()  # node attributes optimizers may set
     targets: tuple[str, ...] = ("signature",)  # what the step may name
     loops: bool = False  # written `... for x in list`
@@ -148,6 +149,10 @@ class StepKind:
     def execute(self, node: dict, inputs: dict[str, Any]) -> Execution:
         raise NotImplementedError
         yield  # pragma: no cover
+
+    def max_calls(self, node: dict) -> int:
+        """The most model calls one run of the node makes (--dry-run plans; ir.calls_per_row)."""
+        return 1
 
     def generated_outputs(self, node: dict) -> tuple[str, ...]:
         """Outputs the kind adds itself (a labeled demo need not supply them)."""

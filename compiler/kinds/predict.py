@@ -21,6 +21,7 @@ class Predict(StepKind):
     name = "predict"
     doc = "one model call that fills the signature's outputs"
     prompt = True
+    accepts_feedback = True  # its prompt carries a check's feedback (runtime/prompt.user_message)
     tunable = ("instructions", "demos", "demo_format", "knn")
     artifact_keys = ("step", "signature", "model", "inputs", "outputs", "bindings", "instructions", "demos",
                      "demo_format", "knn", "span")

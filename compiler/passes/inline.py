@@ -76,6 +76,8 @@ def inline_calls(g: nx.DiGraph, ctx) -> nx.DiGraph:
                 continue
             new = copy.deepcopy({k: v for k, v in data.items() if k != "bindings"})
             new["bindings"] = bindings
+            for c in new.get("checks", ()):  # a check reads the callee's values, as its bindings do
+                c["cond"] = map_refs(c["cond"], rename)
             new["step"] = inlined_id(call, data["step"])
             if new.get("model") is None and new["kind"] != NodeKind.CALL:
                 new["model"] = node.get("model")  # `using` on a call applies inside it
@@ -96,5 +98,7 @@ def inline_calls(g: nx.DiGraph, ctx) -> nx.DiGraph:
         b = data.get("bindings")
         if b and any(r["ref"] in returns_of for e in b.values() for r in refs(e)):
             data["bindings"] = {a: map_refs(e, through) for a, e in b.items()}
+        for c in data.get("checks", ()):
+            c["cond"] = map_refs(c["cond"], through)
     rebuild_edges(g)
     return g
