@@ -22,6 +22,7 @@ from lmpc.optimizers.base import OptimizeContext, Optimizer, OptimizerConfigErro
 from lmpc.optimizers.coverage import choose, label_counts, label_name
 from lmpc.optimizers.demos import copy_graph, label_fields, rng_for
 from lmpc.optimizers.labeled import node_labeled_candidates
+from lmpc.optimizers.passages import PromptScale, fit_passages, measure
 from lmpc.runtime.data import Example
 from lmpc.runtime.errors import LmpcRuntimeError
 
@@ -49,6 +50,9 @@ class TeacherRun:
     candidates: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     first_errors: list[str] = field(default_factory=list)
     failed_checks: int = 0  # runs that passed the metric but failed a soft check: not taken
+    # for demos with passages (passages.py): the build's budget and what the teacher's prompts measured
+    max_prompt_tokens: int | None = None
+    scale: PromptScale = field(default_factory=PromptScale)
 
     def summary(self) -> dict[str, Any]:
         return {"teacher": self.teacher, "train": self.train, "rounds": self.rounds, "calls": self.calls,
@@ -69,8 +73,10 @@ def run_teacher(name: str, graph: nx.DiGraph, ctx: OptimizeContext, teacher: str
     """Run the teacher over ctx.trainset (one batch per round) and collect, per prompt node,
     (inputs, parsed outputs) of every run whose prediction scores PASS_SCORE or more."""
     examples = ctx.trainset
-    run = TeacherRun(teacher, len(examples), candidates={n: [] for n in parameter_sites(graph)})
+    run = TeacherRun(teacher, len(examples), candidates={n: [] for n in parameter_sites(graph)},
+                     max_prompt_tokens=ctx.max_prompt_tokens)
     step_to_node = {site_step(graph, n): n for n in run.candidates}  # body sites: j[*]/Judge
+    calls: dict[str, list[Any]] = {n: [] for n in run.candidates}  # every call per node, for the scale
     program = ctx.program(graph, model=teacher)
     pending = list(range(len(examples)))
     passed: set[int] = set()
@@ -94,6 +100,10 @@ def run_teacher(name: str, graph: nx.DiGraph, ctx: OptimizeContext, teacher: str
         for i, res in zip(pending, results):
             ex = examples[i]
             run.calls += sum(e.kind in PROMPT_KINDS for e in res.trace)  # attempted: cached, failed included
+            if r == 0:
+                for e in res.trace:
+                    if e.kind in PROMPT_KINDS and event_site(e.step) in step_to_node:
+                        calls[step_to_node[event_site(e.step)]].append(e)
             error = str(res.error) if res.error is not None else None
             score = 0.0
             if error is None:
@@ -131,6 +141,7 @@ def run_teacher(name: str, graph: nx.DiGraph, ctx: OptimizeContext, teacher: str
                 f"(`lmpc run` on one example shows the error) before optimizing.")
         pending = still
     run.passed = [examples[i].source for i in sorted(passed)]
+    run.scale = measure(calls, graph)
     return run
 
 
@@ -141,13 +152,21 @@ def choose_demos(graph: nx.DiGraph, run: TeacherRun, examples: list[Example], ma
     balance: labels no teacher run passed get labeled demos too; see coverage.py)."""
     out = copy_graph(graph)
     report: dict[str, dict[str, Any]] = {}
+    labeled_of: dict[str, tuple[list[dict[str, Any]], str | None]] = {}
+    for nid in parameter_sites(graph):
+        node = site(graph, nid)
+        labeled_of[nid] = node_labeled_candidates(graph, nid, examples)
+        site(out, nid)["demos"] = choose(node, run.candidates.get(nid, []), labeled_of[nid][0], balance=balance,
+                                         boot_rng=rng_for("bootstrap", seed, nid),
+                                         labeled_rng=rng_for("labeled", seed, nid), max_boot=max_demos,
+                                         fill_to=max_labeled)
+    # demos with passages (a retrieve step's): trimmed here, so the stored demo is the scored one
+    fitted = fit_passages(out, run.scale, run.max_prompt_tokens)
     for nid in parameter_sites(graph):
         node = site(graph, nid)
         boot_candidates = run.candidates.get(nid, [])
-        labeled, skipped = node_labeled_candidates(graph, nid, examples)
-        demos = choose(node, boot_candidates, labeled, balance=balance, boot_rng=rng_for("bootstrap", seed, nid),
-                       labeled_rng=rng_for("labeled", seed, nid), max_boot=max_demos, fill_to=max_labeled)
-        site(out, nid)["demos"] = demos
+        labeled, skipped = labeled_of[nid]
+        demos = site(out, nid)["demos"]
         entry: dict[str, Any] = {"candidates": len(boot_candidates),
                                  "bootstrapped": [d["source"] for d in demos if d["kind"] == "bootstrapped"],
                                  "labeled": [d["source"] for d in demos if d["kind"] == "labeled"]}
@@ -159,6 +178,8 @@ def choose_demos(graph: nx.DiGraph, run: TeacherRun, examples: list[Example], ma
                 entry["labels_not_passed"] = sorted(data - passed)
         if skipped is not None and (max_labeled > len(entry["bootstrapped"]) or balance):
             entry["labeled_skipped"] = skipped
+        if nid in fitted:  # `trimmed`: passages cut to fit max_prompt_tokens; `dropped`: could not fit
+            entry["passages"] = fitted[nid]
         report[nid] = entry
     return out, report
 
