@@ -156,8 +156,10 @@ def relocate_paths(graphs: dict[str, nx.DiGraph], optimize: dict[str, Any], sour
             if "body" in d:
                 g.nodes[nid]["body"] = corpora(d["body"])
             spec = d.get("retriever")
-            if d.get("kind") == "retrieve" and not Path(spec["corpus"]).expanduser().is_absolute():
-                g.nodes[nid]["retriever"] = {**spec, "corpus": rel(source_dir / spec["corpus"])}
+            if d.get("kind") == "retrieve":  # its corpus file or folder, and a qdrant retriever's local folder
+                g.nodes[nid]["retriever"] = {**spec, **{
+                    k: rel(source_dir / spec[k]) for k in ("corpus", "path")
+                    if isinstance(spec.get(k), str) and not Path(spec[k]).expanduser().is_absolute()}}
         return g
 
     out = {}

@@ -149,18 +149,13 @@ class Performer:
 
     # -- retrieval --------------------------------------------------------------------------
     def _index(self, spec: dict) -> Any:
-        from lmpc.runtime.embed import create_embedder
-        from lmpc.runtime.retrieval import RetrievalIndex
+        from lmpc.runtime.retrieval import open_retriever
 
         key = json.dumps(spec, sort_keys=True)
         with self._index_lock:  # opened (or built) once per run, whatever the number of rows
             index = self._indexes.get(key)
             if index is None:
-                corpus = Path(spec["corpus"])
-                embedder = (None if spec["mode"] == "bm25"
-                            else create_embedder(spec["embedder"], self.models, self.base_dir))
-                index = RetrievalIndex.open(corpus if corpus.is_absolute() else self.base_dir / corpus,
-                                            spec["text"], spec["id"], spec["mode"], embedder, self._index_dir())
+                index = open_retriever(spec, self.models, self.base_dir, self._index_dir())
                 if index.bad:  # said when the index is built (later runs reuse it as built)
                     print(f"lmpc: warning: retriever `{spec['name']}`: skipped {len(index.bad)} bad corpus row(s); "
                           f"first: {index.bad[0]}", file=sys.stderr)
@@ -175,7 +170,7 @@ class Performer:
         return Path(path).parent if path else default_cache_dir()
 
     def _retrieval_key(self, index: Any, query: str, k: int) -> str:
-        return call_key({"retrieval": index.folder.name, "query": query, "k": k})
+        return call_key({"retrieval": index.cache_name, "query": query, "k": k})
 
     def prefetch_retrievals(self, node: dict, searches: list[tuple[str, int]]) -> None:
         """Search all rows' queries of a node together (one embedder call per k), for the

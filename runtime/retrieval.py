@@ -1,11 +1,13 @@
-"""The embedded retrieval index: a corpus file searched by BM25 (bm25s), dense vectors
-(FAISS, inner product on the L2-normalised vectors of runtime/embed.py) or both fused by
-reciprocal rank fusion.
+"""The embedded retrieval index: a corpus (runtime/corpus.py) searched by BM25 (bm25s), dense
+vectors (FAISS, inner product on the L2-normalised vectors of runtime/embed.py) or both fused
+by reciprocal rank fusion; and `open_retriever`, which opens the retriever a `retrieve` step's
+spec names (this index, or a Qdrant collection: runtime/qdrant_store.py).
 
-An index is saved under the cache dir, in a folder named by the corpus file's sha256, the
-text and id columns, the mode and the embedder's identity: it is built once and reopened by
-every later run without embedding anything; a changed corpus has another hash, so another
-folder (a rebuild). The packages are the optional extra `retrieval`.
+An index is saved under the cache dir, in a folder named by the corpus's sha256 (a folder
+corpus: over its files' names and contents), the text and id columns, the chunking, the mode
+and the embedder's identity: it is built once and reopened by every later run without
+embedding anything; a changed corpus has another hash, so another folder (a rebuild). The
+packages are the optional extra `retrieval`.
 """
 
 from __future__ import annotations
@@ -14,23 +16,24 @@ import hashlib
 import json
 import os
 import shutil
+import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from lmpc.runtime.cache import default_cache_dir
-from lmpc.runtime.data import DataError, read_rows
+from lmpc.runtime.corpus import Corpus, RetrievalError, corpus_digest, read_corpus
+from lmpc.runtime.data import DataError
 from lmpc.runtime.embed import Embedder
-from lmpc.runtime.errors import ConfigurationError
+from lmpc.runtime.progress import Progress
+
+__all__ = ["MODES", "Hit", "RetrievalError", "RetrievalIndex", "embed_corpus", "open_retriever", "read_corpus"]
 
 MODES = ("bm25", "dense", "hybrid")
 RRF_K = 60  # the constant of reciprocal rank fusion (Cormack et al. 2009)
-FORMAT = 1  # bumped when the saved layout changes (part of the folder's key)
-
-
-class RetrievalError(ConfigurationError):
-    """A corpus that cannot be read, a missing package, a bad mode: every row would fail."""
+FORMAT = 2  # bumped when the saved layout or the key changes (part of the folder's key)
+EMBED_BATCH = 64  # passages per embedder call while indexing: a step of the progress bar
 
 
 @dataclass(frozen=True)
@@ -40,48 +43,30 @@ class Hit:
     score: float
 
 
-def _need(module: str) -> Any:
+def _need(module: str, extra: str = "retrieval") -> Any:
     try:
         return __import__(module)
     except ImportError:
-        raise RetrievalError(f"retrieval needs the `{'faiss-cpu' if module == 'faiss' else module}` package: "
-                             "install lmpc's extra with `pip install 'lmpc[retrieval]'`") from None
+        package = {"faiss": "faiss-cpu", "qdrant_client": "qdrant-client"}.get(module, module)
+        raise RetrievalError(f"retrieval needs the `{package}` package: "
+                             f"install lmpc's extra with `pip install 'lmpc[{extra}]'`") from None
 
 
-def read_corpus(path: Path, text: str, id: str) -> tuple[list[str], list[str], list[DataError]]:
-    """(ids, texts, bad rows): a row that is not an object, lacks a column or has a non-text
-    value is skipped and reported by file:line; duplicate ids too."""
-    ids: list[str] = []
-    texts: list[str] = []
-    bad: list[DataError] = []
-    seen: set[str] = set()
+def embed_corpus(embedder: Embedder, texts: list[str], label: str) -> Any:
+    """The passages' vectors (a float32 matrix), embedded in batches; a live progress bar on
+    stderr when it is a terminal, nothing otherwise (logs and pipes stay clean)."""
+    np = _need("numpy")
+    bar = Progress(len(texts), label=label, scored=False) if sys.stderr.isatty() and texts else None
+    parts = []
     try:
-        rows = read_rows(path)
-        for line, row in rows:
-            if isinstance(row, DataError):
-                bad.append(row)
-                continue
-            for col in (text, id):
-                if col not in row:
-                    bad.append(DataError(f"the row has no `{col}` column", str(path), line))
-                    break
-            else:
-                t, i = row[text], row[id]
-                if not isinstance(t, str) or not t.strip():
-                    bad.append(DataError(f"`{text}` should be non-empty text", str(path), line))
-                elif not isinstance(i, (str, int)) or isinstance(i, bool):
-                    bad.append(DataError(f"`{id}` should be text or an integer", str(path), line))
-                elif str(i) in seen:
-                    bad.append(DataError(f"duplicate id {str(i)!r}", str(path), line))
-                else:
-                    seen.add(str(i))
-                    ids.append(str(i))
-                    texts.append(t)
-    except DataError as e:
-        raise RetrievalError(f"corpus: {e}") from None
-    if not ids:
-        raise RetrievalError(f"corpus {path}: no usable passages" + (f" ({bad[0]})" if bad else ""))
-    return ids, texts, bad
+        for start in range(0, len(texts), EMBED_BATCH):
+            parts.append(np.asarray(embedder.embed(texts[start:start + EMBED_BATCH]), dtype="float32"))
+            if bar is not None:
+                bar.update(min(start + EMBED_BATCH, len(texts)))
+    finally:
+        if bar is not None:
+            bar.close()
+    return np.concatenate(parts) if parts else np.zeros((0, 0), dtype="float32")
 
 
 def _tokens(texts: list[str]) -> list[list[str]]:
@@ -97,29 +82,31 @@ class RetrievalIndex:
         self.folder, self.mode, self.embedder = folder, mode, embedder
         self.ids, self.texts, self.bm25, self.dense = ids, texts, bm25, dense
         self.built, self.bad = built, bad  # whether this call built it; the skipped rows (build only)
+        self.cache_name = folder.name  # what cached searches of this index are keyed by
 
     @classmethod
     def open(cls, corpus: Path, text: str, id: str, mode: str, embedder: Embedder | None,
-             cache_dir: Path | None = None) -> "RetrievalIndex":
+             cache_dir: Path | None = None, chunk: int | None = None, overlap: int = 0,
+             skip_bad_rows: bool = False, label: str = "index") -> "RetrievalIndex":
+        """chunk/overlap: see runtime/corpus.read_corpus; skip_bad_rows False: a bad row is fatal."""
         if mode not in MODES:
             raise RetrievalError(f"unknown retrieval mode {mode!r}; use one of {', '.join(MODES)}")
         if mode != "bm25" and embedder is None:
             raise RetrievalError(f"a {mode} index needs an embedder")
-        try:
-            digest = hashlib.sha256(Path(corpus).read_bytes()).hexdigest()
-        except OSError as e:
-            raise RetrievalError(f"corpus {corpus}: {e.strerror or e}") from None
-        key = json.dumps({"format": FORMAT, "corpus": digest, "text": text, "id": id, "mode": mode,
+        key = json.dumps({"format": FORMAT, "corpus": corpus_digest(Path(corpus)), "text": text, "id": id,
+                          "mode": mode, "chunk": chunk, "overlap": overlap if chunk else 0,
+                          "skip_bad_rows": skip_bad_rows,
                           "embedder": embedder.identity if mode != "bm25" and embedder else None}, sort_keys=True)
         folder = Path(cache_dir or default_cache_dir()) / "indexes" / hashlib.sha256(key.encode()).hexdigest()[:32]
         if (folder / "passages.json").is_file():
             return cls._load(folder, mode, embedder)
-        ids, texts, bad = read_corpus(Path(corpus), text, id)
-        return cls._build(folder, key, mode, embedder, ids, texts, bad)
+        corpus_ = read_corpus(Path(corpus), text, id, chunk, overlap, skip_bad_rows)
+        return cls._build(folder, key, mode, embedder, corpus_, label)
 
     @classmethod
-    def _build(cls, folder: Path, key: str, mode: str, embedder: Embedder | None, ids: list[str],
-               texts: list[str], bad: list[DataError]) -> "RetrievalIndex":
+    def _build(cls, folder: Path, key: str, mode: str, embedder: Embedder | None, corpus: Corpus,
+               label: str) -> "RetrievalIndex":
+        ids, texts, bad = corpus.ids, corpus.texts, corpus.bad
         folder.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=".building-", dir=folder.parent))
         try:
@@ -130,9 +117,9 @@ class RetrievalIndex:
                 bm25.index(_tokens(texts), show_progress=False)
                 bm25.save(str(tmp / "bm25"), show_progress=False)
             if mode in ("dense", "hybrid"):
-                faiss, np = _need("faiss"), _need("numpy")
+                faiss = _need("faiss")
                 assert embedder is not None
-                vectors = np.asarray(embedder.embed(texts), dtype="float32")
+                vectors = embed_corpus(embedder, texts, f"{label}: embedding {len(texts)} passages")
                 dense = faiss.IndexFlatIP(vectors.shape[1])  # exact search: a corpus that fits one machine
                 dense.add(vectors)
                 faiss.write_index(dense, str(tmp / "dense.faiss"))
@@ -202,3 +189,26 @@ def _rrf(a: list[tuple[int, float]], b: list[tuple[int, float]], k: int) -> list
         for rank, (doc, _) in enumerate(ranking, start=1):
             fused[doc] = fused.get(doc, 0.0) + 1.0 / (RRF_K + rank)
     return sorted(fused.items(), key=lambda p: (-p[1], p[0]))[:k]
+
+
+def open_retriever(spec: dict, models: dict, base_dir: Path, cache_dir: Path | None) -> Any:
+    """The retriever a `retrieve` step's spec (compiler/retrievers.py) names, opened (and built
+    or uploaded when needed). It has search(queries, k), cache_name and bad (rows skipped)."""
+    from lmpc.runtime.embed import create_embedder
+
+    def local(p: str) -> Path:
+        return Path(p) if Path(p).is_absolute() else base_dir / p
+
+    kind = spec.get("kind", "index")
+    mode = spec.get("mode", "dense")
+    embedder = None if mode == "bm25" else create_embedder(spec["embedder"], models, base_dir)
+    label = f"retriever {spec['name']}"
+    if kind == "qdrant":
+        from lmpc.runtime.qdrant_store import QdrantStore
+
+        assert embedder is not None
+        return QdrantStore.open(spec, embedder, corpus=local(spec["corpus"]) if spec.get("corpus") else None,
+                                path=local(spec["path"]) if spec.get("path") else None, label=label)
+    return RetrievalIndex.open(local(spec["corpus"]), spec["text"], spec["id"], mode, embedder, cache_dir,
+                               chunk=spec.get("chunk"), overlap=spec.get("overlap", 0),
+                               skip_bad_rows=spec.get("skip_bad_rows", False), label=label)

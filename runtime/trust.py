@@ -72,6 +72,24 @@ def _model_risks(name: str, spec: dict, supplied: set[str]) -> list[str]:
     return [f"model `{name}` ({spec['provider']}) {r}" for r in risks]
 
 
+def _retriever_risks(spec: dict) -> list[str]:
+    """Why a retrieve step's retriever needs approval: files outside the artifact's folder,
+    like a model file; a Qdrant server, like a remote model (the queries are sent to it)."""
+    risks = []
+    corpus, path, url = spec.get("corpus"), spec.get("path"), spec.get("url")
+    if isinstance(corpus, str) and not safe_relative_file(corpus):
+        risks.append(f"reads the corpus file {corpus}, outside the artifact's folder")
+    if isinstance(path, str) and not safe_relative_file(path):
+        risks.append(f"opens the Qdrant folder {path}, outside the artifact's folder")
+    if isinstance(url, dict):
+        risks.append(f"reads the environment variable {url.get('env')} into its `url` option")
+    elif isinstance(url, str):
+        risks.append(f"sends your queries' vectors to the Qdrant server {safe_url(url)}")
+    if spec.get("api_key_env"):
+        risks.append(f"sends the value of the environment variable {spec['api_key_env']} as its API key")
+    return [f"retriever `{spec.get('name')}` {r}" for r in risks]
+
+
 def apply_model_options(artifact: Artifact, model_options: dict[str, dict[str, Any]] | None,
                         trust_models: bool, ready: set[str] = frozenset()) -> None:
     """Merge the user's own model options into every graph, then refuse unapproved models.
@@ -100,9 +118,7 @@ def apply_model_options(artifact: Artifact, model_options: dict[str, dict[str, A
             risks += _model_risks(name, spec, set(model_options.get(name, {})))
     for g in artifact.graphs.values():  # a corpus is read like a model file: outside the folder needs approval
         for _, d in walk(g):
-            corpus = d.get("retriever", {}).get("corpus") if d.get("kind") == "retrieve" else None
-            if isinstance(corpus, str) and not safe_relative_file(corpus):
-                risk = f"retriever `{d['retriever']['name']}` reads the corpus file {corpus}, outside the artifact's folder"
+            for risk in (_retriever_risks(d["retriever"]) if d.get("kind") == "retrieve" else []):
                 if risk not in risks:
                     risks.append(risk)
     if risks:

@@ -60,15 +60,54 @@ class Retrieve(StepKind):
                 "scores": [h["score"] for h in hits]}
 
     def load(self, n: dict, d: dict, where: str, io: Any) -> None:
-        r = n["retriever"]
-        io.require(isinstance(r, dict) and all(isinstance(r.get(k), str) for k in ("name", "corpus", "text", "id",
-                                                                                   "mode", "embedder")),
-                   f"{where}/retriever", "the retriever is {name, corpus, text, id, mode, embedder} (strings)")
-        d["retriever"] = dict(r)
+        d["retriever"] = load_spec(n["retriever"], f"{where}/retriever", io)
 
     def label(self, nid: str, d: dict) -> str:
         r = d.get("retriever", {})
-        return f"{nid} = retrieve {r.get('name')} [{r.get('mode')}] -> (passages, ids, scores)"
+        how = f"qdrant {r.get('collection')}" if r.get("kind") == "qdrant" else r.get("mode")
+        return f"{nid} = retrieve {r.get('name')} [{how}] -> (passages, ids, scores)"
+
+
+def _int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _opt_str(v: Any) -> bool:
+    return v is None or isinstance(v, str)
+
+
+_KEY_OK = {  # an artifact's retriever key -> whether its value is of the right type
+    **dict.fromkeys(("kind", "name", "text", "id", "mode", "embedder", "collection"), lambda v: isinstance(v, str)),
+    **dict.fromkeys(("corpus", "path", "api_key_env"), _opt_str),
+    "url": lambda v: _opt_str(v) or (isinstance(v, dict) and set(v) == {"env"} and isinstance(v["env"], str)),
+    "chunk": lambda v: v is None or (_int(v) and v > 0),
+    "overlap": lambda v: _int(v) and v >= 0,
+    "skip_bad_rows": lambda v: isinstance(v, bool),
+    "timeout": lambda v: v is None or ((_int(v) or isinstance(v, float)) and v > 0),
+}
+
+
+def load_spec(r: Any, where: str, io: Any) -> dict:
+    """An artifact's retriever spec, checked key by key like `lmpc check` checks the
+    declaration: exactly the keys of its kind, each of its type (an artifact built before
+    chunking and kinds existed has only the index's first six keys)."""
+    from lmpc.compiler.retrievers import MODES, OPTIONS, default_spec
+
+    io.require(isinstance(r, dict), where, "the retriever is an object")
+    kind = r.get("kind", "index")
+    io.require(isinstance(kind, str) and kind in OPTIONS, f"{where}/kind", f"the retriever kind is one of {', '.join(OPTIONS)}")
+    spec = default_spec(str(r.get("name")), kind)
+    legacy = "kind" not in r
+    keys = set(spec) - ({"kind", "chunk", "overlap", "skip_bad_rows"} if legacy else set())
+    io.require(set(r) == keys, where, f"a {kind} retriever is {{{', '.join(sorted(keys))}}}")
+    for key, value in r.items():
+        io.require(_KEY_OK[key](value) and (key != "corpus" or kind == "qdrant" or value is not None),
+                   f"{where}/{key}", f"`{key}` has the wrong type")
+    io.require(r["mode"] in MODES and (kind == "index" or r["mode"] == "dense"), f"{where}/mode",
+               f"the mode is one of {', '.join(MODES)}")
+    if kind == "qdrant":
+        io.require((r["url"] is None) != (r["path"] is None), where, "a qdrant retriever has exactly one of url, path")
+    return {**spec, **r}  # a legacy spec gains the index's defaults (kind, no chunking, strict rows)
 
 
 KIND = Retrieve()

@@ -81,14 +81,22 @@ def test_a_changed_corpus_rebuilds(tmp_path, corpus):
     assert second.search(["river in Africa"], 1)[0][0].id == "nile"
 
 
-def test_bad_rows_are_reported_by_line_and_skipped(tmp_path):
+def test_bad_rows_are_fatal_like_data_files_unless_skipped(tmp_path):
     path = tmp_path / "c.jsonl"
     path.write_text('{"id": "a", "text": "alpha"}\n[1]\n{"id": "b"}\n{"id": "a", "text": "again"}\n'
                     '{"id": "c", "text": "gamma"}\n')
-    ids, texts, bad = read_corpus(path, "text", "id")
-    assert ids == ["a", "c"]
-    assert [e.line for e in bad] == [2, 3, 4]
-    assert "no `text` column" in str(bad[1]) and "c.jsonl:3" in str(bad[1])
+    # the data-file rule (runtime/data.load_examples): the first bad row, how many more, how to skip them
+    with pytest.raises(RetrievalError, match=r"c\.jsonl:2:.*not a JSON object.*\(and 2 more bad rows\); "
+                                             r"`skip_bad_rows: true` on the retriever skips them"):
+        read_corpus(path, "text", "id", skip_bad_rows=False)
+    with pytest.raises(RetrievalError, match="c.jsonl:2"):
+        RetrievalIndex.open(path, "text", "id", "bm25", None, tmp_path / "cache")
+    corpus = read_corpus(path, "text", "id", skip_bad_rows=True)
+    assert corpus.ids == ["a", "c"]
+    assert [e.line for e in corpus.bad] == [2, 3, 4]
+    assert "no `text` column" in str(corpus.bad[1]) and "c.jsonl:3" in str(corpus.bad[1])
+    index = RetrievalIndex.open(path, "text", "id", "bm25", None, tmp_path / "cache", skip_bad_rows=True)
+    assert index.built and len(index.bad) == 3 and index.search(["gamma"], 1)[0][0].id == "c"
 
 
 def test_errors_are_clear(tmp_path, corpus):
@@ -96,8 +104,10 @@ def test_errors_are_clear(tmp_path, corpus):
         RetrievalIndex.open(corpus, "text", "id", "fuzzy", None, tmp_path)
     with pytest.raises(RetrievalError, match="(?i)no such file"):
         RetrievalIndex.open(tmp_path / "none.jsonl", "text", "id", "bm25", None, tmp_path)
-    with pytest.raises(RetrievalError, match="no usable passages"):
+    with pytest.raises(RetrievalError, match=r"wiki\.jsonl:1: the row has no `body` column \(and 4 more"):
         RetrievalIndex.open(corpus, "body", "id", "bm25", None, tmp_path)
+    with pytest.raises(RetrievalError, match="no usable passages"):
+        RetrievalIndex.open(corpus, "body", "id", "bm25", None, tmp_path, skip_bad_rows=True)
 
 
 def test_a_query_with_no_corpus_word_finds_nothing_by_bm25(tmp_path, corpus):

@@ -92,8 +92,19 @@ def test_bm25_needs_no_embedder_and_k_defaults_to_three(tmp_path, counting):
     assert counting.calls == 0
 
 
-def test_bad_corpus_rows_are_skipped_with_a_warning_naming_file_and_line(tmp_path, counting, capsys):
+def test_a_bad_corpus_row_stops_the_run_naming_file_and_line(tmp_path, counting):
     g = compile_file(write(tmp_path, "bm25")).graphs["p"]
+    with open(tmp_path / "wiki.jsonl", "a") as f:
+        f.write('{"id": "x"}\n')
+    with Program(g, base_dir=tmp_path, cache=False, trace_log=False) as prog:
+        with pytest.raises(RetrievalError, match=r"wiki\.jsonl:5: the row has no `text` column; `skip_bad_rows: true`"):
+            prog.batch([{"q": "capital of Japan"}])
+
+
+def test_bad_corpus_rows_are_skipped_with_a_warning_naming_file_and_line(tmp_path, counting, capsys):
+    src = write(tmp_path, "bm25")
+    src.write_text(src.read_text().replace('mode: "bm25"', 'mode: "bm25", skip_bad_rows: true'))
+    g = compile_file(src).graphs["p"]
     with open(tmp_path / "wiki.jsonl", "a") as f:
         f.write('{"id": "x"}\n')
     with Program(g, base_dir=tmp_path, cache=False, trace_log=False) as prog:
