@@ -181,6 +181,10 @@ def cmd_inspect(args: argparse.Namespace) -> int:
             print(printable(f"   {m['role']}: " + m["content"].replace("\n", "\n      ")))
         if e.get("kind") == "call":
             print(printable(f"   inputs: {json.dumps(e.get('inputs'), ensure_ascii=False)}"))
+        if e.get("kind") == "tool":  # a react step's tool call: its arguments and what the model read back
+            call = e.get("inputs") or {}
+            seen = (e.get("parsed") or {}).get("observation")
+            print(printable(f"   {call.get('tool')}({json.dumps(call.get('args'), ensure_ascii=False)}) -> {seen}"))
         found = (e.get("extra") or {}).get("retrieval")
         if found:  # a retrieve step: its query and what it found (--full: the passages' text)
             print(printable(f"   query: {found['query']}"))

@@ -20,7 +20,7 @@ from lmpc.compiler.kinds.react import OBSERVATION_MAX_CHARS, observation_text
 from lmpc.compiler.tools import FINISH
 from lmpc.runtime.prompt import ITEM_MAX_CHARS, _bounded, _describe_field, render_inputs
 
-THOUGHT_MAX_CHARS = 300
+THOUGHT_MAX_CHARS = 200
 MIN_ACTION_TOKENS = 64
 
 
