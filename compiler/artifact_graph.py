@@ -26,7 +26,7 @@ from lmpc.compiler.builtins import BUILTINS
 from lmpc.compiler.operators import ARITY
 from lmpc.compiler.check import SECRET_OPTION_NAMES
 from lmpc.compiler.options import PROVIDER_OPTIONS, model_option_problems
-from lmpc.compiler.ir import NodeKind, input_id, is_step, output_id, rebuild_edges, refs
+from lmpc.compiler.ir import WHEN_ARG, NodeKind, input_id, is_step, node_exprs, output_id, rebuild_edges, refs
 from lmpc.compiler.kinds import KINDS
 from lmpc.compiler.types import (
     ANY, BOOL, FLOAT, INT, STR, AnyT, EnumT, ListT, NeverT, NullT, ObjT, OptT, Prim, Type, from_schema, to_schema,
@@ -142,6 +142,7 @@ _NODE_KEYS = {
     **{name: kind.artifact_keys + (("checks",) if kind.accepts_feedback else ()) for name, kind in KINDS.items()},
 }
 _STEP_COMMON = ("step", "inputs", "outputs", "bindings")  # every step kind has these
+_STEP_WHEN = ("when",)  # any step kind may be conditional: its condition, an EXPR
 
 
 def _node_to_json(nid: str, d: dict) -> dict:
@@ -149,6 +150,8 @@ def _node_to_json(nid: str, d: dict) -> dict:
     known = _NODE_KEYS.get(kind)
     if known is None:
         raise AssertionError(f"node `{nid}` of kind `{kind}` has no artifact form")
+    if kind in KINDS:
+        known = tuple(known) + _STEP_WHEN
     unknown = set(d) - set(known) - _DERIVED - {"kind"}
     if unknown:  # an attribute the artifact would drop: the artifact would not be the program
         raise AssertionError(f"node `{nid}` has attributes the artifact does not carry: {sorted(unknown)}")
@@ -302,7 +305,7 @@ def _node_from_json(n: Any, where: str, models: dict) -> tuple[str, dict]:
              f"a node has an \"id\" and a \"kind\" ({', '.join(_NODE_KEYS)}); a kind this lmpc does not know "
              "needs a newer lmpc")
     kind = n["kind"]
-    allowed = set(_NODE_KEYS[kind]) - {"schema"} | {"id", "kind"} | ({"t"} if kind in ("input", "output") else set())
+    allowed = set(_NODE_KEYS[kind]) - {"schema"} | {"id", "kind"} | ({"t"} if kind in ("input", "output") else set(_STEP_WHEN))
     extra = set(n) - allowed
     _require(not extra, where, f"unknown attribute(s) for a {kind} node: {', '.join(sorted(extra))}")
     d: dict[str, Any] = {"kind": kind}
@@ -340,6 +343,9 @@ def _node_from_json(n: Any, where: str, models: dict) -> tuple[str, dict]:
         _check_expr(e, f"{where}/bindings/{arg}")
     d["bindings"] = b
     kind_def.load(n, d, where, _Checks(models))  # the kind's own attributes
+    if "when" in n:  # a conditional step (its refs are checked with the bindings')
+        _check_expr(n["when"], f"{where}/when")
+        d["when"] = n["when"]
     if "checks" in n:
         d["checks"] = _load_checks(n["checks"], f"{where}/checks")
     return n["id"], d
@@ -399,9 +405,9 @@ def _check_check_refs(g: nx.DiGraph, where: str) -> None:
 
 def _check_refs(g: nx.DiGraph, where: str) -> None:
     for nid, d in g.nodes(data=True):
-        for arg, e in d.get("bindings", {}).items():
+        for arg, e in node_exprs(d):
             for r in refs(e):
-                at = f"{where}/nodes/{nid}/bindings/{arg}"
+                at = f"{where}/nodes/{nid}/" + ("when" if arg == WHEN_ARG else f"bindings/{arg}")
                 src = g.nodes.get(r["ref"])
                 _require(src is not None, at, f"refers to `{r['ref']}`, which is not a node of the graph")
                 _require(src["kind"] != "output", at, f"refers to the output node `{r['ref']}`")

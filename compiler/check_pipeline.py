@@ -112,10 +112,10 @@ class _Exprs:
         # not also reported as an unused input or step
         self.near_misses: set[str] = set()
         self.locals: dict[str, Type] = {}  # a map step's loop variable, while its arguments are typed
-
         # values a condition proved non-null where the expression being typed is read (the
         # right operand of `x != null and ...`, a conditional step's arguments)
         self.narrowed: set[operators.Path] = set()
+
     def type_of(self, e: ast.Expr, deps: set[str]) -> Type:
         if isinstance(e, ast.Name):
             return self._name(e, deps)
@@ -127,11 +127,10 @@ class _Exprs:
             return self._list(e, deps)
         if isinstance(e, ast.Call):
             return self._call(e, deps)
-        raise AssertionError(e)
         if isinstance(e, ast.Op):
             return self._op(e, deps)
+        raise AssertionError(e)
 
-    def _name(self, e: ast.Name, deps: set[str]) -> Type:
     def type_of_narrowed(self, e: ast.Expr, deps: set[str], proved: set, keep: bool = True) -> Type:
         """The type of `e` where the values `proved` (and, with `keep`, those already proved)
         are known non-null."""
@@ -162,6 +161,7 @@ class _Exprs:
             self.ctx.report("bad-operand", e.args[at].span, message, hint)
         return BOOL
 
+    def _name(self, e: ast.Name, deps: set[str]) -> Type:
         ctx = self.ctx
         if e.name in self.locals:
             return self._narrow(e, self.locals[e.name])
@@ -238,7 +238,6 @@ class _Exprs:
         return result
 
 
-def _literal_type(v) -> Type:
 def path_of(e: ast.Expr) -> operators.Path | None:
     """`x` -> ("x",), `s.f.g` -> ("s", "f", "g"); None for any other expression."""
     if isinstance(e, ast.Name):
@@ -249,6 +248,7 @@ def path_of(e: ast.Expr) -> operators.Path | None:
     return None
 
 
+def _literal_type(v) -> Type:
     if isinstance(v, bool):
         return BOOL
     if isinstance(v, int):
@@ -267,15 +267,19 @@ def _check_body(ctx: Context, info: PipelineInfo) -> None:
         ins, outs = _step_interface(ctx, info, s)
         if ins is not None:
             info.step_inputs[s.name] = ins
-            info.step_outputs[s.name] = outs
+            # a conditional step's outputs are null when it does not run
+            info.step_outputs[s.name] = outs if s.when is None else {n: optional(t) for n, t in outs.items()}
 
     exprs = _Exprs(ctx, info, steps)
     deps: dict[str, set[str]] = {}
     for s in steps.values():
         deps[s.name] = set()
+        # the condition is read outside the loop (no loop variable); what it proves about
+        # nulls holds in the step's arguments, which are read only when it holds
+        exprs.narrowed = _check_when(ctx, exprs, s, deps[s.name])
         _check_loop(ctx, info, exprs, s, deps[s.name])
         _check_args(ctx, info, exprs, s, deps[s.name])
-        exprs.locals = {}
+        exprs.locals, exprs.narrowed = {}, set()
         if s.using is not None and s.module != "call" and s.using not in ctx.models:
             if s.using not in ctx.suppressed:
                 ctx.report("unknown-model", s.using_span, f"no model named `{s.using}`", did_you_mean(s.using, ctx.models))
@@ -298,6 +302,41 @@ def _collect_steps(ctx: Context, info: PipelineInfo) -> dict[str, ast.Step]:
         else:
             steps[s.name] = s
     return steps
+
+
+def optional(t: Type) -> Type:
+    return t if isinstance(t, (OptT, AnyT)) else OptT(t)
+
+
+def _check_when(ctx: Context, exprs: _Exprs, s: ast.Step, deps: set[str]) -> set:
+    """`when COND`: a bool; the values it proves non-null (operators.facts)."""
+    if s.when is None:
+        return set()
+    if s.module is None:
+        ctx.report("bad-condition", s.when.span, f"a call of pipeline `{s.target}` cannot be conditional",
+                   f"put `when` on the steps inside `{s.target}`, or pass it an optional input")
+    t = exprs.type_of(s.when, deps)
+    if not isinstance(t, AnyT) and t != BOOL:
+        hint = ("compare it: `x == true` is false for null" if isinstance(t, OptT) and t.inner == BOOL
+                else "compare the value, e.g. `len(x) < 20`")
+        ctx.report("bad-condition", s.when.span, f"the condition of `{s.name}` must be a bool, not {describe(t)}", hint)
+    return operators.facts(s.when, True, path_of)
+
+
+def _report_mismatch(ctx: Context, exprs: _Exprs, value: ast.Expr, t: Type, dst: Type, message: str,
+                     why: str) -> None:
+    """type-mismatch, or optional-not-handled when the value is a conditional step's output
+    that would fit were it not for the null of a skipped step."""
+    root = path_of(value)
+    step = exprs.steps.get(root[0]) if root is not None and len(root) > 1 else None
+    if (step is not None and step.when is not None and root[0] not in exprs.info.inputs and isinstance(t, OptT)
+            and assignable(t.inner, dst) is None):
+        ctx.report("optional-not-handled", value.span,
+                   f"{message}: `{root[0]}` runs only when its condition holds, and is null otherwise",
+                   f"pass it where {describe(dst)}? is allowed, or read it under a test, e.g. "
+                   f"`when {'.'.join(root)} != null` on the reading step")
+        return
+    ctx.report("type-mismatch", value.span, message, why)
 
 
 def _check_loop(ctx: Context, info: PipelineInfo, exprs: _Exprs, s: ast.Step, deps: set[str]) -> None:
@@ -347,9 +386,9 @@ def _check_args(ctx: Context, info: PipelineInfo, exprs: _Exprs, s: ast.Step, de
             continue
         why = assignable(t, ins[kw.name])
         if why is not None:
-            ctx.report("type-mismatch", kw.value.span,
-                       f"input `{kw.name}` of `{s.target}` is {describe(ins[kw.name])}, but this is {describe(t)}",
-                       why)
+            _report_mismatch(ctx, exprs, kw.value, t, ins[kw.name],
+                             f"input `{kw.name}` of `{s.target}` is {describe(ins[kw.name])}, but this is {describe(t)}",
+                             why)
     for name, t in (ins or {}).items():
         if name not in given and name not in misspelt and not isinstance(t, OptT):
             ctx.report("missing-argument", s.target_span, f"step `{s.name}` does not pass input `{name}` ({describe(t)})",
@@ -378,8 +417,8 @@ def _check_return(ctx: Context, info: PipelineInfo, exprs: _Exprs) -> set[str]:
             continue
         why = assignable(t, info.outputs[kw.name])
         if why is not None:
-            ctx.report("type-mismatch", kw.value.span,
-                       f"output `{kw.name}` is {describe(info.outputs[kw.name])}, but this is {describe(t)}", why)
+            _report_mismatch(ctx, exprs, kw.value, t, info.outputs[kw.name],
+                             f"output `{kw.name}` is {describe(info.outputs[kw.name])}, but this is {describe(t)}", why)
     for name in info.outputs:
         if name not in returned:
             ctx.report("missing-output", decl.ret.span, f"output `{name}` is never returned",

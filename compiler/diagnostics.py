@@ -114,6 +114,9 @@ CODES: dict[str, tuple[str, str]] = {
     "bad-check": (ERROR, "a `check` on a step a retry cannot change, an empty message, or a bad `retries`"),
     # types
     "type-mismatch": (ERROR, "a value's type does not fit where it flows"),
+    "bad-operand": (ERROR, "an operator's operand has a type the operator does not take"),
+    "bad-condition": (ERROR, "a `when` condition that is not a bool, or `when` on a pipeline call"),
+    "optional-not-handled": (ERROR, "a conditional step's output read where a value that is never null is required"),
     "bad-union": (ERROR, "a union of anything but string literals"),
     "bad-type-argument": (ERROR, "a generic type used wrongly (`list` needs one type argument)"),
     "recursive-type": (ERROR, "a named type refers to itself"),
@@ -124,7 +127,6 @@ CODES: dict[str, tuple[str, str]] = {
     "missing-output": (ERROR, "a declared pipeline output is never returned"),
     "unknown-output": (ERROR, "`return` names a field the pipeline does not declare"),
     "missing-return": (ERROR, "a pipeline with outputs has no `return`"),
-    "bad-operand": (ERROR, "an operator's operand has a type the operator does not take"),
     "unused-step": (WARNING, "a step whose result never reaches an output"),
     "unused-input": (WARNING, "a pipeline input that nothing reads"),
     "empty-signature": (ERROR, "a signature with no outputs"),

@@ -79,6 +79,7 @@ class StepNode(TypedDict, total=False):
     item: str  # map: the loop variable (also the input bound to the list)
     target: str  # map: the signature or pipeline run per item
     body: nx.DiGraph  # map: the sub-graph run per item
+    when: Expr  # a conditional step: runs only when this is true, else its outputs are null
 
 
 # -- ids ---------------------------------------------------------------------------------------
@@ -184,6 +185,8 @@ def value_schema(g: nx.DiGraph, ref: dict) -> dict:
             return {}
         schema = node["outputs"][path.pop(0)]["schema"]
     t = from_schema(schema)
+    if "when" in node and not isinstance(t, OptT):
+        t = OptT(t)  # a conditional step's outputs are null when it does not run
     optional = False
     for name in path:
         optional = optional or isinstance(t, OptT)
@@ -205,15 +208,29 @@ def value_type(g: nx.DiGraph, ref: dict) -> str:
     if node["kind"] == NodeKind.INPUT and not path:
         return node["type"]
     if node["kind"] != NodeKind.INPUT and len(path) == 1:
-        return node["outputs"][path[0]]["type"]
+        t = node["outputs"][path[0]]["type"]
+        # a conditional step's outputs are null when it does not run
+        return t + "?" if "when" in node and "anyOf" not in node["outputs"][path[0]]["schema"] else t
     return describe(from_schema(value_schema(g, ref)))
 
 
+WHEN_ARG = "(when)"  # how an edge names what a conditional step's condition reads
+
+
+def node_exprs(d: dict) -> Iterator[tuple[str, dict]]:
+    """The expressions a node reads: its bindings, and a conditional step's `when` (named
+    WHEN_ARG)."""
+    yield from d.get("bindings", {}).items()
+    if "when" in d:
+        yield WHEN_ARG, d["when"]
+
+
 def rebuild_edges(g: nx.DiGraph) -> None:
-    """Derive edges from node bindings; each edge lists what flows along it and its type."""
+    """Derive edges from what nodes read (bindings, conditions); each edge lists what flows
+    along it and its type."""
     g.remove_edges_from(list(g.edges))
     for nid, data in g.nodes(data=True):
-        for arg, expr in data.get("bindings", {}).items():
+        for arg, expr in node_exprs(data):
             for r in refs(expr):
                 src = r["ref"]
                 use = {"arg": arg, "path": list(r["path"]), "type": value_type(g, r)}

@@ -41,9 +41,9 @@ def lower_expr(e: ast.Expr, info: PipelineInfo, local: str | None = None) -> dic
         return {"list": [lower_expr(i, info, local) for i in e.items]}
     if isinstance(e, ast.Call):
         return {"call": e.func, "args": [lower_expr(a, info, local) for a in e.args]}
-    raise AssertionError(e)
     if isinstance(e, ast.Op):
         return {"op": e.op, "args": [lower_expr(a, info, local) for a in e.args]}
+    raise AssertionError(e)
 
 
 class Lowering:
@@ -114,6 +114,8 @@ def lower_pipeline(program: CheckedProgram, info: PipelineInfo) -> nx.DiGraph:
         kind = s.module or NodeKind.PIPELINE.value
         bindings = {kw.name: lower_expr(kw.value, info) for kw in s.args}
         node = {"kind": kind, "step": s.name, "bindings": bindings, "model": s.using, "span": s.span.to_json()}
+        if s.when is not None:  # a conditional step: read in this graph, before any loop
+            node["when"] = lower_expr(s.when, info)
         if kind in KINDS and KINDS[kind].loops:
             node.update(KINDS[kind].lower(s, None, lowering))
         else:

@@ -6,7 +6,7 @@ import json
 
 import networkx as nx
 
-from lmpc.compiler.ir import NodeKind, site_id, to_json
+from lmpc.compiler.ir import NodeKind, expr_text, site_id, to_json
 from lmpc.compiler.kinds import KINDS
 
 
@@ -14,7 +14,10 @@ def _label(nid: str, d: dict) -> str:
     kind = d["kind"]
     if kind in (NodeKind.INPUT, NodeKind.OUTPUT):
         return f"{kind} {d['name']}: {d['type']}"
-    return KINDS[kind].label(nid, d)  # each kind says how it reads
+    label = KINDS[kind].label(nid, d)  # each kind says how it reads
+    if "when" in d:  # a conditional step: drawn dashed, its condition in the label
+        label += f" when {expr_text(d['when'])}"
+    return label
 
 
 def _check_label(c: dict) -> str:
@@ -45,6 +48,8 @@ def _mermaid_nodes(g: nx.DiGraph, prefix: str, indent: str) -> list[str]:
         d = g.nodes[nid]
         shape = ("([", "])") if d["kind"] in (NodeKind.INPUT, NodeKind.OUTPUT) else ("[", "]")
         lines.append(f'{indent}{_mermaid_id(prefix + nid)}{shape[0]}"{esc(_label(nid, d))}"{shape[1]}')
+        if "when" in d:
+            lines.append(f"{indent}class {_mermaid_id(prefix + nid)} conditional")
         for i, c in enumerate(d.get("checks", ())):  # a check: a hexagon on a dotted edge from its step
             cid = _mermaid_id(f"{prefix}{nid}#check{i}")
             lines.append(f'{indent}{cid}{{{{"{esc(_check_label(c))}"}}}}')
@@ -67,6 +72,8 @@ def _mermaid_edges(g: nx.DiGraph, prefix: str, indent: str) -> list[str]:
 def to_mermaid(g: nx.DiGraph) -> str:
     lines = ["flowchart TD", f"  %% pipeline {g.graph['name']}"]
     lines += _mermaid_nodes(g, "", "  ") + _mermaid_edges(g, "", "  ")
+    if any(line.lstrip().startswith("class ") for line in lines):
+        lines.append("  classDef conditional stroke-dasharray: 5 5")
     return "\n".join(lines) + "\n"
 
 
@@ -79,7 +86,8 @@ def _dot_lines(g: nx.DiGraph, prefix: str, indent: str) -> list[str]:
     for nid in g.graph.get("order", g.nodes):
         d = g.nodes[nid]
         shape = "ellipse" if d["kind"] in (NodeKind.INPUT, NodeKind.OUTPUT) else "box"
-        lines.append(f"{indent}{_q(prefix + nid)} [shape={shape}, label={_q(_label(nid, d))}];")
+        style = ", style=dashed" if "when" in d else ""  # a conditional step
+        lines.append(f"{indent}{_q(prefix + nid)} [shape={shape}{style}, label={_q(_label(nid, d))}];")
         for i, c in enumerate(d.get("checks", ())):
             cid = _q(f"{prefix}{nid}#check{i}")
             lines.append(f"{indent}{cid} [shape=hexagon, label={_q(_check_label(c))}];")

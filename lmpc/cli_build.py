@@ -56,9 +56,11 @@ def _examples(prog, settings: dict[str, Any], base: Path) -> tuple[list, list]:
 
 
 def _print_plan(pipeline: str, stages: list, trainset: list, devset: list, judge: str | None, budget,
-                maps: list[str] = ()) -> None:
+                maps: list[str] = (), conditional: list[str] = ()) -> None:
     # A map's item count is known only at run time: its body's calls are counted once per row.
     bounds = f"one item per row of the map step(s) {', '.join(f'`{m}`' for m in maps)}" if maps else "upper bounds"
+    if conditional:  # counted as if their conditions always held
+        bounds += f"; upper bound: conditional steps {', '.join(f'`{c}`' for c in conditional)} counted as run"
     print(f"build plan for `{pipeline}`: {len(trainset)} train, {len(devset)} dev examples "
           f"({bounds}; cached calls are free)")
     for s in stages:
@@ -115,8 +117,11 @@ def cmd_build(args: argparse.Namespace) -> int:
     judge = metric_spec["name"] if metric_spec.get("kind") == "pipeline" else None
     stages = plan(prog.graph, optimizers, len(trainset), len(devset), checked.graphs[judge] if judge else None)
     if args.dry_run:
+        from lmpc.compiler.ir import walk
+
         maps = [d["step"] for _, d in prog.graph.nodes(data=True) if d["kind"] == "map"]
-        _print_plan(pipeline, stages, trainset, devset, judge, budget, maps)
+        conditional = [sid for sid, d in walk(prog.graph) if "when" in d]
+        _print_plan(pipeline, stages, trainset, devset, judge, budget, maps, conditional)
         prog.close()
         return 0
 

@@ -74,6 +74,8 @@ def ensemble_graph(members: Sequence[nx.DiGraph]) -> nx.DiGraph:
         for nid in sorted(steps):
             d = copy.deepcopy(m.nodes[nid])
             d["bindings"] = {a: map_refs(e, rename) for a, e in d.get("bindings", {}).items()}
+            if "when" in d:  # a conditional step's condition reads the member's own steps
+                d["when"] = map_refs(d["when"], rename)
             d["step"] = member_id(d["step"], k)
             g.add_node(member_id(nid, k), **d)
     for nid, d in base.nodes(data=True):

@@ -280,6 +280,17 @@ class Executor:
         node = self.g.nodes[nid]
         t = _Task(nid, st, node)
         lookup = lambda ref, path: get_path(st.values[ref], path)  # noqa: E731
+        if "when" in node:  # a conditional step: when its condition does not hold, no call, outputs null
+            try:
+                holds = evaluate(node["when"], lookup)
+            except (TypeError, KeyError) as e:  # only a graph the checker did not see (an edited artifact)
+                st.error = StepError(f"{where(node)}: its condition cannot be evaluated: {e}", node["step"])
+                holds = None
+            if holds is not True:
+                if st.error is None:
+                    st.values[nid] = {name: None for name in node["outputs"]}
+                t.done = True
+                return t
         inputs = {arg: evaluate(expr, lookup) for arg, expr in node["bindings"].items()}
         for arg, value in inputs.items():
             why = validation_error(value, node["inputs"][arg]["schema"])
@@ -358,6 +369,10 @@ class Executor:
                 out = self.perform.call(req.node, req.inputs)
             elif isinstance(req, Retrieve):
                 out = self.perform.retrieve(req.node, req.query, req.k, event)
+            elif isinstance(req, ToolCall):
+                out = self.perform.tool(req.node, req.tool, req.args, event)
+            elif isinstance(req, Act):
+                out = self.perform.act(req.node, req.inputs, req.trajectory, event, run)
             else:
                 out = self.perform.generate(req.node, req.inputs, event, run)
             event.parsed = out
@@ -410,10 +425,6 @@ class Executor:
             failed = next(((i, sub.error) for i, sub in enumerate(items) if sub.error is not None), None)
             if failed is None:
                 t.reply = [sub.outputs for sub in items]
-            elif isinstance(req, ToolCall):
-                out = self.perform.tool(req.node, req.tool, req.args, event)
-            elif isinstance(req, Act):
-                out = self.perform.act(req.node, req.inputs, req.trajectory, event, run)
                 continue
             i, err = failed
             inner = item_step(node["step"], i, getattr(err, "step", "") or "")

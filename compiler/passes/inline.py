@@ -76,6 +76,8 @@ def inline_calls(g: nx.DiGraph, ctx) -> nx.DiGraph:
                 continue
             new = copy.deepcopy({k: v for k, v in data.items() if k != "bindings"})
             new["bindings"] = bindings
+            if "when" in new:  # a conditional step's condition reads the callee's values too
+                new["when"] = map_refs(new["when"], rename)
             for c in new.get("checks", ()):  # a check reads the callee's values, as its bindings do
                 c["cond"] = map_refs(c["cond"], rename)
             new["step"] = inlined_id(call, data["step"])
@@ -98,6 +100,8 @@ def inline_calls(g: nx.DiGraph, ctx) -> nx.DiGraph:
         b = data.get("bindings")
         if b and any(r["ref"] in returns_of for e in b.values() for r in refs(e)):
             data["bindings"] = {a: map_refs(e, through) for a, e in b.items()}
+        if "when" in data:
+            data["when"] = map_refs(data["when"], through)
         for c in data.get("checks", ()):
             c["cond"] = map_refs(c["cond"], through)
     rebuild_edges(g)
