@@ -173,3 +173,20 @@ def test_on_smollm2_a_step_not_needed_makes_no_call(tmp_path):
     assert isinstance(needed[0].values["extra"], str)
     logged = [json.loads(line)["step"] for line in (tmp_path / "traces.jsonl").read_text().splitlines()]
     assert logged == ["a", "extra", "a"]
+
+
+def test_a_conditional_map_step_runs_no_item_when_its_condition_fails():
+    src = '''
+model m = llama_cpp(builtin: "smollm2-135m")
+signature Expand = question: str -> expanded: str
+pipeline p(questions: list[str], go: bool) -> (each: list[str]?) {
+    m = map Expand(question: q) for q in questions when go and len(questions) > 0
+    return each: m.expanded
+}
+'''
+    g = compile_source(src).graphs["p"]
+    assert "when go and len(questions) > 0" in to_mermaid(g)
+    rows = [{"questions": ["a", "b"], "go": True}, {"questions": ["c"], "go": False}]
+    res, fake = _run(g, rows, FakeModel("m", lambda f, d, r: {"expanded": f["question"] + "!"}))
+    assert [r.values for r in res] == [{"each": ["a!", "b!"]}, {"each": None}]
+    assert len(fake.requests) == 2
