@@ -63,11 +63,15 @@ def _print_plan(pipeline: str, stages: list, trainset: list, devset: list, judge
         bounds += f"; upper bound: conditional steps {', '.join(f'`{c}`' for c in conditional)} counted as run"
     print(f"build plan for `{pipeline}`: {len(trainset)} train, {len(devset)} dev examples "
           f"({bounds}; cached calls are free)")
+    searches = sum(s.searches for s in stages)  # runs of retrieve steps, shown beside the calls
     for s in stages:
-        print(f"  {s.calls:>7}  {s.stage}")
+        print(f"  {s.calls:>7}  {s.stage}" + (f" (and {s.searches} searches)" if s.searches else ""))
     print(f"  {sum(s.calls for s in stages):>7}  model calls in all"
           + (f", the judge `{judge}`'s included" if judge is not None else "")
           + (f" (budget --max-calls {budget.max_calls})" if budget.max_calls is not None else ""))
+    if searches:
+        print(f"  {searches:>7}  searches of retrieve steps in all (not model calls: cached like them, "
+              f"not counted in --max-calls)")
 
 
 def _write(out: Path, checked, pipeline: str, graphs: dict, settings: dict[str, Any], base: Path,

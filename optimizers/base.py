@@ -133,11 +133,15 @@ class Optimizer(ABC):
         return self.options["seed"] if self.options.get("seed") is not None else ctx.seed
 
     @abstractmethod
-    def planned_calls(self, graph: nx.DiGraph, n_train: int, n_dev: int, judge: int = 0) -> dict[str, int]:
+    def planned_calls(self, graph: nx.DiGraph, n_train: int, n_dev: int, judge: int = 0,
+                      per_row: int | None = None) -> dict[str, int]:
         """Upper bound of model calls per stage (for --dry-run), before any cache hits.
 
         judge: the calls the metric makes per example it scores (a judge pipeline's prompt
-        nodes; 0 for other metrics): count them for every row whose prediction is scored."""
+        nodes; 0 for other metrics): count them for every row whose prediction is scored.
+        per_row: what one run of the program on a row costs, in place of its model calls
+        (ir.calls_per_row): build.plan passes its retrieve steps to count searches, so a stage
+        that runs no program (bayesian's proposer) counts 0 then."""
 
     @abstractmethod
     def compile(self, graph: nx.DiGraph, ctx: OptimizeContext) -> OptimizeResult:

@@ -64,16 +64,18 @@ class Bayesian(Optimizer):
     options_spec = STRATEGY_OPTIONS["bayesian"]
 
     # -- planning ------------------------------------------------------------------------
-    def planned_calls(self, graph: nx.DiGraph, n_train: int, n_dev: int, judge: int = 0) -> dict[str, int]:
+    def planned_calls(self, graph: nx.DiGraph, n_train: int, n_dev: int, judge: int = 0,
+                      per_row: int | None = None) -> dict[str, int]:
         o = self.options
-        per_row = len(parameter_sites(graph))  # one proposal per prompt node
-        scored = calls_per_row(graph) + judge  # a row whose prediction the metric scores
+        proposals = len(parameter_sites(graph)) if per_row is None else 0  # one per prompt node; no search
+        # a row whose prediction the metric scores
+        scored = (calls_per_row(graph) if per_row is None else per_row) + judge
         scored_on = n_dev or n_train
         minibatch = min(o["minibatch"], scored_on)
         full_evals = 1 + (-(-o["trials"] // o["full_eval_every"]) if minibatch < scored_on else 0)
         return {
             "teacher": n_train * scored if o["demo_sets"] > 1 else 0,
-            "proposer": PROPOSAL_ROUNDS * (o["instructions"] - 1) * per_row,
+            "proposer": PROPOSAL_ROUNDS * (o["instructions"] - 1) * proposals,
             "trials": o["trials"] * minibatch * scored,
             "full dev evaluations": full_evals * scored_on * scored,
         }

@@ -190,9 +190,11 @@ class BootstrapFewShot(Optimizer):
     name = "bootstrap_few_shot"
     options_spec = STRATEGY_OPTIONS["bootstrap_few_shot"]
 
-    def planned_calls(self, graph: nx.DiGraph, n_train: int, n_dev: int, judge: int = 0) -> dict[str, int]:
+    def planned_calls(self, graph: nx.DiGraph, n_train: int, n_dev: int, judge: int = 0,
+                      per_row: int | None = None) -> dict[str, int]:
         # every teacher run is scored by the metric
-        return {"teacher": n_train * self.options["max_rounds"] * (calls_per_row(graph) + judge)}
+        per_row = calls_per_row(graph) if per_row is None else per_row
+        return {"teacher": n_train * self.options["max_rounds"] * (per_row + judge)}
 
     def compile(self, graph: nx.DiGraph, ctx: OptimizeContext) -> OptimizeResult:
         o = self.options

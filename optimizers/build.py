@@ -12,7 +12,7 @@ from typing import Any
 import networkx as nx
 
 from lmpc.compiler.diagnostics import printable
-from lmpc.compiler.ir import calls_per_row, parameter_sites, site
+from lmpc.compiler.ir import calls_per_row, parameter_sites, site, walk
 from lmpc.optimizers.base import OptimizeContext, Optimizer, OptimizerConfigError
 from lmpc.optimizers.coverage import label_counts
 from lmpc.optimizers.demos import label_fields
@@ -27,6 +27,12 @@ SEARCHES = ("random_search", "bayesian")  # strategies whose result lists scored
 class PlannedStage:
     stage: str
     calls: int
+    searches: int = 0  # runs of retrieve steps: not model calls (cached like them, outside --max-calls)
+
+
+def retrieve_steps(graph: nx.DiGraph) -> list[str]:
+    """The retrieve steps a row runs, bodies included (a map's body once: one item per row)."""
+    return [sid for sid, d in walk(graph) if d.get("kind") == "retrieve"]
 
 
 def make_optimizers(strategies: list[dict[str, Any]]) -> list[Optimizer]:
@@ -54,16 +60,20 @@ def make_optimizers(strategies: list[dict[str, Any]]) -> list[Optimizer]:
 
 def plan(graph: nx.DiGraph, optimizers: list[Optimizer], n_train: int, n_dev: int,
          judge: nx.DiGraph | None = None) -> list[PlannedStage]:
-    """Upper bounds of model calls per stage, before cache hits (what --dry-run prints).
+    """Upper bounds of model calls per stage, before cache hits (what --dry-run prints), and
+    of searches: every run of the program on a row runs its retrieve steps once.
 
     judge: the metric's judge pipeline, whose calls (one run per scored row) count too."""
     per_judge = calls_per_row(judge) if judge is not None else 0
     per_row = calls_per_row(graph) + per_judge  # checks' retries and best_of's samples included
-    stages = [PlannedStage("evaluate zero-shot on dev", n_dev * per_row)]
+    r_judge = len(retrieve_steps(judge)) if judge is not None else 0
+    r_row = len(retrieve_steps(graph)) + r_judge
+    stages = [PlannedStage("evaluate zero-shot on dev", n_dev * per_row, n_dev * r_row)]
     for opt in optimizers:
+        searches = opt.planned_calls(graph, n_train, n_dev, r_judge, per_row=len(retrieve_steps(graph)))
         for stage, calls in opt.planned_calls(graph, n_train, n_dev, per_judge).items():
-            stages.append(PlannedStage(f"{opt.name}: {stage}", calls))
-    stages.append(PlannedStage("evaluate the result on dev", n_dev * per_row))
+            stages.append(PlannedStage(f"{opt.name}: {stage}", calls, searches.get(stage, 0)))
+    stages.append(PlannedStage("evaluate the result on dev", n_dev * per_row, n_dev * r_row))
     return stages
 
 

@@ -99,8 +99,9 @@ class Ensemble(Optimizer):
     name = "ensemble"
     options_spec = STRATEGY_OPTIONS["ensemble"]
 
-    def planned_calls(self, graph: nx.DiGraph, n_train: int, n_dev: int, judge: int = 0) -> dict[str, int]:
-        per_row = calls_per_row(graph)
+    def planned_calls(self, graph: nx.DiGraph, n_train: int, n_dev: int, judge: int = 0,
+                      per_row: int | None = None) -> dict[str, int]:
+        per_row = calls_per_row(graph) if per_row is None else per_row
         rows = n_dev or n_train
         size = self.options["size"]
         # The build's final evaluation plans n_dev x P calls for one program; an ensemble

@@ -36,8 +36,9 @@ class KNNFewShot(Optimizer):
     name = "knn_few_shot"
     options_spec = STRATEGY_OPTIONS["knn_few_shot"]
 
-    def planned_calls(self, graph: nx.DiGraph, n_train: int, n_dev: int, judge: int = 0) -> dict[str, int]:
-        return {"teacher": n_train * (calls_per_row(graph) + judge)}
+    def planned_calls(self, graph: nx.DiGraph, n_train: int, n_dev: int, judge: int = 0,
+                      per_row: int | None = None) -> dict[str, int]:
+        return {"teacher": n_train * ((calls_per_row(graph) if per_row is None else per_row) + judge)}
 
     def compile(self, graph: nx.DiGraph, ctx: OptimizeContext) -> OptimizeResult:
         o = self.options

@@ -50,7 +50,8 @@ class LabeledFewShot(Optimizer):
     name = "labeled_few_shot"
     options_spec = STRATEGY_OPTIONS["labeled_few_shot"]
 
-    def planned_calls(self, graph: nx.DiGraph, n_train: int, n_dev: int, judge: int = 0) -> dict[str, int]:
+    def planned_calls(self, graph: nx.DiGraph, n_train: int, n_dev: int, judge: int = 0,
+                      per_row: int | None = None) -> dict[str, int]:
         return {}
 
     def compile(self, graph: nx.DiGraph, ctx: OptimizeContext) -> OptimizeResult:

@@ -27,8 +27,9 @@ class RandomSearch(Optimizer):
     name = "random_search"
     options_spec = STRATEGY_OPTIONS["random_search"]
 
-    def planned_calls(self, graph: nx.DiGraph, n_train: int, n_dev: int, judge: int = 0) -> dict[str, int]:
-        per_row = calls_per_row(graph) + judge  # each row's prediction is scored
+    def planned_calls(self, graph: nx.DiGraph, n_train: int, n_dev: int, judge: int = 0,
+                      per_row: int | None = None) -> dict[str, int]:
+        per_row = (calls_per_row(graph) if per_row is None else per_row) + judge  # each row's prediction is scored
         teacher = n_train * per_row if self.options["candidates"] > 2 else 0
         scored_on = n_dev or n_train
         return {"teacher": teacher, "candidates": self.options["candidates"] * scored_on * per_row}
