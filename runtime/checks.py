@@ -30,9 +30,17 @@ def failing(node: dict, lookup: Callable[[str, list], Any]) -> list[dict]:
     return bad
 
 
-def feedback_node(node: dict, outputs: dict[str, Any], failed: list[dict]) -> dict:
-    """The node of a retry: the previous attempt's outputs and what to do differently."""
-    return {**node, "feedback": {"previous": outputs, "instructions": [c["message"] for c in failed]}}
+RETRY_TEMPERATURE = 0.7  # from the third attempt on: the second's prompt again would give its answer again
+
+
+def feedback_node(node: dict, outputs: dict[str, Any], failed: list[dict], attempt: int) -> dict:
+    """The node of attempt `attempt` (2, 3, ...): the previous attempt's outputs (traced) and
+    what to do differently (in the prompt). The prompt of every retry is the same, so from the
+    third attempt on the call is another draw at RETRY_TEMPERATURE (seeded, cached)."""
+    retry = {**node, "feedback": {"previous": outputs, "instructions": [c["message"] for c in failed]}}
+    if attempt > 2:
+        retry["draw"] = {"sample": attempt - 2, "temperature": RETRY_TEMPERATURE}
+    return retry
 
 
 @dataclass

@@ -338,7 +338,7 @@ class Executor:
         t.events = []
         if failed and log.may_retry(failed):
             log.attempts += 1
-            t.gen = KINDS[t.node["kind"]].execute(feedback_node(t.node, outputs, failed), t.inputs)
+            t.gen = KINDS[t.node["kind"]].execute(feedback_node(t.node, outputs, failed, log.attempts), t.inputs)
             t.request = t.reply = None
             self._advance(t)
             return True

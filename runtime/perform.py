@@ -105,17 +105,21 @@ class Performer:
         name = self.model_name(node)
         model = self.pool.get(name)
         options = self.pool.options(name)
+        # another draw of this call (best_of's samples, a check's later retries): its own seed,
+        # maybe its own temperature, and its own cache entry
+        draw = node.get("draw") or {}
         request = GenerationRequest(
             messages=messages, json_schema=schema,
             max_tokens=int(options.get("max_tokens", min(budget, MAX_DECODING_TOKENS))),
-            temperature=float(run.temperature if run.temperature is not None
+            temperature=float(draw["temperature"] if draw.get("temperature") is not None
+                              else run.temperature if run.temperature is not None
                               else options.get("temperature", 0.0)),
-            seed=int(options.get("seed", 0)) + run.sample,
+            seed=int(options.get("seed", 0)) + run.sample + draw.get("sample", 0),
             cancel=run.cancel,
         )
         key = call_key({"model": model.identity, "messages": messages, "schema": schema,
                         "max_tokens": request.max_tokens, "temperature": request.temperature,
-                        "seed": request.seed, "sample": run.sample})
+                        "seed": request.seed, "sample": run.sample, **({"draw": draw} if draw else {})})
 
         made: list[bool] = []  # whether compute ran here (not in another batch's identical call)
 

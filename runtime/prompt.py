@@ -109,13 +109,13 @@ def system_message(node: dict) -> str:
 
 
 def user_message(node: dict, inputs: dict[str, Any]) -> str:
-    """This example's inputs; on a check's retry (runtime/checks.py) also the previous attempt
-    and what to change, last, as DSPy's assertions do."""
+    """This example's inputs; on a check's retry (runtime/checks.py) also what to change, last.
+    The rejected attempt is traced but not shown: SmolLM2 copied it whatever the wording (0 of
+    6 long answers shortened when shown, 2 of 6 when not; docs/language.md, Checks)."""
     text = render_inputs(node, inputs)
     fb = node.get("feedback")
     if fb:
-        text += (f"\n\nPrevious attempt: {render_outputs(node, fb['previous'])}\n"
-                 + "\n".join(f"Instruction: {m}" for m in fb["instructions"]))
+        text += "\n\n" + "\n".join(f"Instruction: {m}" for m in fb["instructions"])
     return text
 
 

@@ -46,19 +46,27 @@ def _run(g, answer, rows):
         return prog.batch(rows), fake
 
 
-def test_a_failed_check_retries_with_the_failed_output_and_the_message():
+def test_a_failed_check_retries_with_its_message_and_traces_the_failed_output():
     (res,), fake = _run(_graph(), _long_then_short, [{"question": "q"}])
     assert res.error is None and res.values == {"answer": "ok"}
     assert len(fake.requests) == 2
     second = fake.requests[1].messages[-1]["content"]
-    assert 'Previous attempt: {"answer": "a very long answer indeed"}' in second
-    assert second.endswith("Instruction: Answer in one short phrase")
+    assert second == "question: q\n\nInstruction: Answer in one short phrase"
     first, retry = res.trace
     assert first.extra["checks_failed"] == ["<string>:6"] and "checks_failed" not in retry.extra
     assert retry.extra["attempt"] == 2 and retry.trace_id.endswith("-a-1")
+    assert retry.extra["feedback"]["previous"] == {"answer": "a very long answer indeed"}  # traced, not shown
+    assert fake.requests[1].temperature == 0 and fake.requests[1].seed == fake.requests[0].seed
     assert res.checks == [{"id": "<string>:6", "step": "a", "text": "len(a.answer) <= 10",
                            "message": "Answer in one short phrase", "soft": False, "attempts": 2, "failed": 1,
                            "passed": True}]
+
+
+def test_retries_after_the_second_attempt_are_new_seeded_draws():
+    (res,), fake = _run(_graph("retries 3"), _always_long, [{"question": "q"}])
+    assert [r.temperature for r in fake.requests] == [0, 0, 0.7, 0.7]
+    assert [r.seed for r in fake.requests] == [0, 0, 1, 2]
+    assert [e.extra.get("attempt") for e in res.trace] == [None, 2, 3, 4]
 
 
 def test_a_hard_check_that_still_fails_ends_the_row_with_its_message_and_the_batch_goes_on():
