@@ -4,7 +4,8 @@
 A tool's parameters and result come from its signature when one is named (inputs are the
 parameters, outputs the result), else from the function's annotations, read statically with
 Python's `ast` module: the compiler never imports user code. Supported annotations: int,
-float, str, bool, list, list[T], dict, Optional[T] / T | None, Literal["a", "b"]. The
+float, str, bool, list[T], Optional[T] / T | None, Literal["a", "b"] (what lmpc types
+express; an object parameter needs a signature with an object type). The
 function's docstring (first paragraph) is the tool's description shown to the model.
 """
 
@@ -17,60 +18,52 @@ from typing import TYPE_CHECKING, Any
 from lmpc.compiler import ast
 from lmpc.compiler.diagnostics import did_you_mean
 from lmpc.compiler.optimize_spec import FUNCTION_REF
-from lmpc.compiler.types import describe, to_schema
+from lmpc.compiler.types import BOOL, FLOAT, INT, STR, EnumT, ListT, OptT, Type, describe, to_schema
 
 if TYPE_CHECKING:
     from lmpc.compiler.check import Context
 
 FINISH = "finish"  # the action that ends a react loop: a tool may not take this name
-_PRIMS = {"int": ("int", {"type": "integer"}), "float": ("float", {"type": "number"}),
-          "str": ("str", {"type": "string"}), "bool": ("bool", {"type": "boolean"}),
-          "list": ("list", {"type": "array"}), "dict": ("dict", {"type": "object"})}
+_PRIMS = {"int": INT, "float": FLOAT, "str": STR, "bool": BOOL}
 
 
 class BadAnnotation(ValueError):
     pass
 
 
-def annotation_type(node: pyast.expr) -> tuple[str, dict]:
-    """(type text, JSON schema) of a Python annotation, or BadAnnotation."""
+def annotation_type(node: pyast.expr) -> Type:
+    """The lmpc type of a Python annotation, or BadAnnotation. Only types lmpc can express
+    (so that an artifact stores them as type forms, never as schemas: docs/security.md)."""
     if isinstance(node, pyast.Constant) and isinstance(node.value, str):  # "int" (a string annotation)
         try:
             node = pyast.parse(node.value, mode="eval").body
         except SyntaxError:
             raise BadAnnotation(f"`{node.value}` is not a type") from None
     if isinstance(node, pyast.Name) and node.id in _PRIMS:
-        text, schema = _PRIMS[node.id]
-        return text, dict(schema)
-    if isinstance(node, pyast.Constant) and node.value is None:
-        return "null", {"type": "null"}
+        return _PRIMS[node.id]
+    if isinstance(node, pyast.Name) and node.id in ("list", "List", "dict", "Dict"):
+        raise BadAnnotation(f"`{node.id}` needs its item type (e.g. list[int]); for an object, name a signature")
     if isinstance(node, pyast.BinOp) and isinstance(node.op, pyast.BitOr):  # T | None
-        left, right = annotation_type(node.left), annotation_type(node.right)
-        if right[0] == "null" and left[0] != "null":
-            return f"{left[0]}?", {"anyOf": [left[1], {"type": "null"}]}
+        if isinstance(node.right, pyast.Constant) and node.right.value is None:
+            return OptT(annotation_type(node.left))
         raise BadAnnotation("a union is only `T | None`")
     if isinstance(node, pyast.Subscript):
         base = node.value.attr if isinstance(node.value, pyast.Attribute) else getattr(node.value, "id", None)
         arg = node.slice
         if base in ("list", "List"):
-            text, schema = annotation_type(arg)
-            return f"list[{text}]", {"type": "array", "items": schema}
+            return ListT(annotation_type(arg))
         if base == "Optional":
-            text, schema = annotation_type(arg)
-            return f"{text}?", {"anyOf": [schema, {"type": "null"}]}
+            return OptT(annotation_type(arg))
         if base == "Literal":
             values = arg.elts if isinstance(arg, pyast.Tuple) else [arg]
             if all(isinstance(v, pyast.Constant) and isinstance(v.value, str) for v in values):
-                labels = [v.value for v in values]
-                return " | ".join(f'"{v}"' for v in labels), {"type": "string", "enum": labels}
+                return EnumT(tuple(dict.fromkeys(v.value for v in values)))
             raise BadAnnotation("Literal[...] takes strings")
-        if base in ("dict", "Dict"):
-            return "dict", {"type": "object"}
     raise BadAnnotation(f"`{pyast.unparse(node)}` is not a tool type")
 
 
-def _field(text: str, schema: dict, description: str | None = None) -> dict:
-    return {"type": text, "schema": schema, "description": description}
+def _field(t: Type, description: str | None = None) -> dict:
+    return {"type": describe(t), "schema": to_schema(t), "description": description}
 
 
 def read_function(path: Path, name: str) -> pyast.FunctionDef | None:
@@ -98,17 +91,16 @@ def signature_from_function(fn: pyast.FunctionDef) -> tuple[dict, list[str], dic
             problems.append((f"parameter `{a.arg}` has no type annotation", a))
             continue
         try:
-            text, schema = annotation_type(a.annotation)
+            params[a.arg] = _field(annotation_type(a.annotation))
         except BadAnnotation as e:
             problems.append((f"parameter `{a.arg}`: {e}", a.annotation))
             continue
-        params[a.arg] = _field(text, schema)
         if default is None:
             required.append(a.arg)
     result = None
     if fn.returns is not None:
         try:
-            result = _field(*annotation_type(fn.returns))
+            result = _field(annotation_type(fn.returns))
         except BadAnnotation as e:
             problems.append((f"the result: {e}", fn.returns))
     doc = pyast.get_docstring(fn) or ""
@@ -141,7 +133,7 @@ def _check(ctx: "Context", decl: ast.ToolDecl) -> dict[str, Any] | None:
                            did_you_mean(decl.signature, list(ctx.signature_decls)))
             return None
         spec["description"] = sig.instructions or ""
-        spec["params"] = {n: _field(describe(f.type), to_schema(f.type), f.description) for n, f in sig.inputs.items()}
+        spec["params"] = {n: _field(f.type, f.description) for n, f in sig.inputs.items()}
         spec["required"] = [n for n, p in spec["params"].items() if "anyOf" not in p["schema"]]
         outs = list(sig.outputs.items())
         if len(outs) > 1:
@@ -150,7 +142,7 @@ def _check(ctx: "Context", decl: ast.ToolDecl) -> dict[str, Any] | None:
                        "give the signature one output: the tool's result")
             return None
         if len(outs) == 1:
-            spec["result"] = _field(describe(outs[0][1].type), to_schema(outs[0][1].type), outs[0][1].description)
+            spec["result"] = _field(outs[0][1].type, outs[0][1].description)
     source = Path(ctx.module.path)
     file, _, name = ref.partition(":")
     path = Path(file)
@@ -184,7 +176,7 @@ def _check(ctx: "Context", decl: ast.ToolDecl) -> dict[str, Any] | None:
         line = decl.ref_span
         ctx.report("bad-tool-annotation", line,
                    f"tool `{decl.name}`: {message} ({file}:{getattr(node, 'lineno', fn.lineno)})",
-                   "annotate each parameter with int, float, str, bool, list[T], dict, T | None or Literal[...], "
+                   "annotate each parameter with int, float, str, bool, list[T], T | None or Literal[...], "
                    "or name a signature: `tool NAME = \"file.py:function\" Signature`")
     if problems:
         return None

@@ -17,7 +17,7 @@ import networkx as nx
 
 from lmpc.compiler.options import STRATEGY_OPTIONS
 from lmpc.compiler.ir import calls_per_row, event_site, parameter_sites, site, site_step
-from lmpc.compiler.kinds import PROMPT_KINDS
+from lmpc.compiler.kinds import KINDS, PROMPT_KINDS
 from lmpc.optimizers.base import OptimizeContext, Optimizer, OptimizerConfigError, OptimizeResult
 from lmpc.optimizers.coverage import choose, label_counts, label_name
 from lmpc.optimizers.demos import copy_graph, label_fields, rng_for
@@ -132,8 +132,10 @@ def run_teacher(name: str, graph: nx.DiGraph, ctx: OptimizeContext, teacher: str
                     continue
                 if e.extra.get("checks_failed") or e.extra.get("best_of", {}).get("chosen") is False:
                     continue  # an attempt a check rejected (then repaired), or a sample best_of did not keep
-                run.candidates[nid].append({"inputs": copy.deepcopy(e.inputs), "outputs": copy.deepcopy(e.parsed),
-                                            "source": ex.source, "kind": "bootstrapped"})
+                # the kind makes the demo: a react step's finish action, with its whole trajectory
+                demo = KINDS[e.kind].demo(copy.deepcopy(e.inputs), copy.deepcopy(e.parsed), e.extra)
+                if demo is not None:
+                    run.candidates[nid].append({**demo, "source": ex.source, "kind": "bootstrapped"})
         if r == 0 and examples and run.errors * 2 > len(examples):
             raise TeacherBrokenError(
                 f"{name}: the teacher is broken: {run.errors} of {len(examples)} training examples failed "

@@ -81,6 +81,9 @@ def label_plan(graph: nx.DiGraph, nid: str) -> LabelPlan:
     node = site(graph, nid)
     if SITE_SEP in nid:
         return LabelPlan(nid, reason="it runs inside a map, per item: the data has no label per item")
+    if KINDS[node["kind"]].takes_tools:  # react: a gold answer without a trajectory teaches skipping the tools
+        return LabelPlan(nid, reason="its demos are whole trajectories (thoughts, tool calls, observations); "
+                                     "gold outputs alone would teach it to answer without its tools")
     for arg, expr in node["bindings"].items():
         for r in refs(expr):
             if graph.nodes[r["ref"]]["kind"] != NodeKind.INPUT:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from lmpc.compiler.kinds.react import OBSERVATION_MAX_CHARS, observation_text
+from lmpc.compiler.kinds.react import OBSERVATION_MAX_CHARS, observation_text, tool_fields
 from lmpc.compiler.tools import FINISH
 from lmpc.runtime.prompt import ITEM_MAX_CHARS, _bounded, _describe_field, render_inputs
 
@@ -37,7 +37,7 @@ def _branch(tool: str, args: dict) -> dict:
 
 def action_schema(node: dict) -> dict:
     """What one action must be (validation)."""
-    branches = [_branch(name, _args_schema(t["params"], t["required"])) for name, t in node["tools"].items()]
+    branches = [_branch(name, _args_schema(tool_fields(t)[0], t["required"])) for name, t in node["tools"].items()]
     outputs = {n: {"schema": f["schema"]} for n, f in node["outputs"].items()}
     branches.append(_branch(FINISH, _args_schema(outputs, list(outputs))))
     return {"anyOf": branches}
@@ -66,9 +66,10 @@ def system_message(node: dict) -> str:
     lines += [_describe_field(n, f) for n, f in node["outputs"].items()]
     lines += ["", "Tools:"]
     for name, t in node["tools"].items():
-        result = f" -> {t['result']['type']}" if t.get("result") else ""
+        params, res = tool_fields(t)
+        result = f" -> {res['type']}" if res else ""
         desc = f" — {t['description']}" if t.get("description") else ""
-        lines.append(f"- {name}({_signature(t['params'], t['required'])}){result}{desc}")
+        lines.append(f"- {name}({_signature(params, t['required'])}){result}{desc}")
     outs = ", ".join(f"{n}: {f['type']}" for n, f in node["outputs"].items())
     lines.append(f"- {FINISH}({outs}) — give the final answer and stop")
     lines += ["", "Work step by step. At each step answer with one JSON object "

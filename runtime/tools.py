@@ -18,6 +18,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from lmpc.compiler.kinds.react import tool_fields
 from lmpc.runtime.calls import load_function
 from lmpc.runtime.values import validation_error
 
@@ -46,7 +47,7 @@ def run_tool(spec: dict, args: dict[str, Any], base_dir: Path, timeout_s: float)
         why = f"{type(e).__name__}: {e}"
         return {"observation": f"error: {why}", "error": why, "result": None}
     result = box.get("result")
-    expected = spec.get("result")
+    expected = tool_fields(spec)[1]
     if expected is not None:
         why = validation_error(_jsonable(result), expected["schema"])
         if why is not None:

@@ -13,7 +13,6 @@ without `finish` fails the row (MaxStepsReached), keeping the trajectory in the 
 
 from __future__ import annotations
 
-import copy
 import json
 from typing import Any
 
@@ -28,6 +27,26 @@ MAX_MAX_STEPS = 50
 TOOL_TIMEOUT_S = 10.0  # per tool call; the node's `tool_timeout_s` (kept in artifacts)
 OBSERVATION_MAX_CHARS = 500  # an observation is cut to this in the prompt (and in demos)
 DEMO_MAX_CHARS = 1500  # a bootstrapped trajectory is trimmed to this (earliest steps dropped first)
+
+
+def tool_to_node(spec: dict) -> dict:
+    """A checked tool spec (compiler/tools.py) as a react node holds it: parameter and result
+    types as type forms, like fields in an artifact (never schemas: docs/security.md)."""
+    from lmpc.compiler.artifact_graph import fields_to_json
+
+    result = spec.get("result")
+    return {"fn": spec["fn"], "description": spec["description"], "params": fields_to_json(spec["params"]),
+            "required": list(spec["required"]), "result": fields_to_json({"result": result})[0] if result else None}
+
+
+def tool_fields(tool: dict, where: str = "tool") -> tuple[dict[str, dict], dict | None]:
+    """(params, result) of a node's tool as fields {type, schema, description}, each schema
+    rebuilt by lmpc's own to_schema (GraphFormatError for a bad form)."""
+    from lmpc.compiler.artifact_graph import fields_from_json
+
+    params = fields_from_json(tool["params"], f"{where}/params")
+    result = fields_from_json([tool["result"]], f"{where}/result")["result"] if tool.get("result") else None
+    return params, result
 
 
 class MaxStepsReached(Exception):
@@ -86,7 +105,7 @@ class React(Predict):
     def lower(self, s, sig, lowering) -> dict[str, Any]:
         attrs = super().lower(s, sig, lowering)
         specs = lowering.program.tools
-        attrs["tools"] = {name: copy.deepcopy(specs[name]) for name, _ in s.tools or [] if specs.get(name)}
+        attrs["tools"] = {name: tool_to_node(specs[name]) for name, _ in s.tools or [] if specs.get(name)}
         attrs["max_steps"] = s.max_steps.value if s.max_steps is not None else DEFAULT_MAX_STEPS
         attrs["tool_timeout_s"] = TOOL_TIMEOUT_S
         return attrs
@@ -138,13 +157,12 @@ class React(Predict):
         for name, spec in tools.items():
             at = f"{where}/tools/{name}"
             io.require(isinstance(spec, dict) and set(spec) == {"fn", "description", "params", "required", "result"}
-                       and isinstance(spec["description"], str) and isinstance(spec["params"], dict)
-                       and isinstance(spec["required"], list) and set(spec["required"]) <= set(spec["params"]),
-                       at, "a tool is {fn, description, params, required, result}")
+                       and isinstance(spec["description"], str) and isinstance(spec["params"], list)
+                       and isinstance(spec["required"], list), at,
+                       "a tool is {fn, description, params, required, result}")
             io.check_fn(spec["fn"], f"{at}/fn")
-            for p, f in spec["params"].items():
-                io.require(isinstance(f, dict) and isinstance(f.get("type"), str) and isinstance(f.get("schema"), dict),
-                           f"{at}/params/{p}", "a parameter is {type, schema, description}")
+            params, _ = tool_fields(spec, at)  # type forms, rebuilt as schemas by lmpc (GraphFormatError)
+            io.require(set(spec["required"]) <= set(params), f"{at}/required", "required names parameters")
         steps = n["max_steps"]
         io.require(isinstance(steps, int) and not isinstance(steps, bool) and 0 < steps <= MAX_MAX_STEPS,
                    f"{where}/max_steps", f"a whole number from 1 to {MAX_MAX_STEPS}")
