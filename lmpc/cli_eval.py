@@ -50,6 +50,30 @@ def print_checks(checks: dict[str, dict], stream=sys.stdout) -> None:
               f"({c['retries']} retries)", file=stream)
 
 
+def print_eval_plan(prog, n: int, metric: Any) -> None:
+    """What evaluating n examples will run, as `lmpc build --dry-run` counts it: model calls
+    (a judge metric's included) and, apart, the searches of retrieve steps (not model calls)."""
+    from lmpc.compiler.api import metric_from_text
+    from lmpc.compiler.ir import calls_per_row
+    from lmpc.optimizers.build import retrieve_steps
+
+    spec = metric if metric is not None else prog.optimize_settings.get("metric")
+    if isinstance(spec, str):
+        spec = metric_from_text(spec, prog.name, prog.output_fields, [g for g in prog.graphs if g != prog.name])
+    judge = prog.graphs.get(spec["name"]) if isinstance(spec, dict) and spec.get("kind") == "pipeline" else None
+    graphs = [prog.graph] + ([judge] if judge is not None else [])
+    calls = sum(calls_per_row(g) for g in graphs)
+    searches = [s for g in graphs for s in retrieve_steps(g)]
+    maps = [d["step"] for _, d in prog.graph.nodes(data=True) if d["kind"] == "map"]
+    bounds = f"one item per row of the map step(s) {', '.join(f'`{m}`' for m in maps)}" if maps else "upper bounds"
+    print(f"eval plan for `{prog.name}`: {n} example(s) ({bounds}; cached calls are free)")
+    print(f"  {n * calls:>7}  model calls ({calls} per example"
+          + (f", the judge `{spec['name']}`'s included" if judge is not None else "") + ")")
+    if searches:
+        print(f"  {n * len(searches):>7}  searches of retrieve steps ({len(searches)} per example: "
+              f"{', '.join(f'`{s}`' for s in searches)}; not model calls)")
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     from lmpc.api import resolve_metric
     from lmpc.runtime.evaluate import evaluate
@@ -80,6 +104,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
             examples = examples[: args.limit]
         if not examples:
             raise UsageError(f"{data}: no examples to evaluate")
+        if args.dry_run:
+            print_eval_plan(prog, len(examples), args.metric)
+            return 0
 
         out = open(args.out, "w", encoding="utf-8") if args.out else None  # noqa: SIM115
         written = 0
@@ -156,5 +183,7 @@ def add_eval_command(sub: argparse._SubParsersAction) -> None:
                                                          "score, error, trace ids")
     e.add_argument("--worst", type=int_flag(0), default=5, metavar="K", help="show the K worst examples (default 5; 0: none)")
     e.add_argument("--json", action="store_true", help="print the summary as JSON")
+    e.add_argument("--dry-run", action="store_true",
+                   help="print the planned model calls and searches of retrieve steps, and stop")
     add_program_options(e)
     e.set_defaults(func=cmd_eval)

@@ -88,3 +88,37 @@ def test_lmpc_build_dry_run_prints_the_searches_beside_the_calls(tmp_path):
     assert "84  model calls in all" in out  # the searches are not among them
     assert "56  searches of retrieve steps in all (not model calls" in out
     assert not (tmp_path / "c" / "indexes").exists()  # a plan builds no index
+
+
+def test_lmpc_eval_dry_run_plans_the_calls_and_searches_an_evaluation_makes(tmp_path, monkeypatch, capsys):
+    from lmpc.api import program_from_checked, resolve_metric
+    from lmpc.cli_eval import print_eval_plan
+    from lmpc.runtime.evaluate import evaluate
+
+    monkeypatch.setenv("LMPC_CACHE_DIR", str(tmp_path / "cache"))
+    made: list[str] = []
+    search = Performer.retrieve
+
+    def counted(self, node, query, k, event):
+        made.append(node["step"])
+        return search(self, node, query, k, event)
+
+    monkeypatch.setattr(Performer, "retrieve", counted)
+    fake = FakeModel("local", answer)
+    prog = program_from_checked(compile_file(EXAMPLE / "hops.lmp"), "hops", base_dir=EXAMPLE, cache=False,
+                                trace_log=False, models={"local": fake})
+    try:
+        print_eval_plan(prog, 3, None)  # the optimize block's metric: contains(answer)
+        report = evaluate(prog, rows("dev.jsonl")[:3], resolve_metric(prog))
+    finally:
+        prog.close()
+    out = capsys.readouterr().out
+    assert "eval plan for `hops`: 3 example(s)" in out
+    assert "9  model calls (3 per example)" in out
+    assert "6  searches of retrieve steps (2 per example: `hop1`, `hop2`; not model calls)" in out
+    assert report.calls == len(fake.requests) == 9 and len(made) == 6
+    cli = subprocess.run([sys.executable, "-m", "lmpc", "eval", str(EXAMPLE / "hops.lmp"), "--dry-run", "--limit", "2",
+                          "--cache-dir", str(tmp_path / "c")], capture_output=True, text=True, timeout=300)
+    assert cli.returncode == 0, cli.stderr
+    assert "6  model calls" in cli.stdout and "4  searches of retrieve steps" in cli.stdout
+    assert not (tmp_path / "c" / "indexes").exists()  # a plan runs nothing
