@@ -87,6 +87,9 @@ def code_refs(graphs: dict[str, nx.DiGraph], optimize: dict[str, Any]) -> dict[s
         for _, d in sorted(walk(graphs[name]), key=lambda item: item[0]):  # bodies (map) included
             if d["kind"] == NodeKind.CALL:
                 files.setdefault(d["fn"].partition(":")[0], []).append(f"step `{d['step']}` of `{name}`")
+            if d["kind"] == "best_of" and "fn" in d.get("reward", {}):
+                files.setdefault(d["reward"]["fn"].partition(":")[0], []).append(
+                    f"the reward of step `{d['step']}` of `{name}`")
             for tool, spec in (d.get("tools") or {}).items() if d["kind"] == "react" else ():
                 files.setdefault(spec["fn"].partition(":")[0], []).append(
                     f"tool `{tool}` of step `{d['step']}` of `{name}`")

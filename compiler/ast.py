@@ -195,6 +195,9 @@ class Step:
     tools_span: Span | None = None
     max_steps: "Expr | None" = None  # `max_steps N` (react)
     when: "Expr | None" = None  # `when cond`: a conditional step
+    samples: "Expr | None" = None  # `n N` (best_of)
+    reward: "Expr | None" = None  # `reward EXPR | "file.py:fn" | judge_pipeline` (best_of)
+    threshold: "Expr | None" = None  # `threshold X` (best_of)
 
 
 @dataclass

@@ -11,6 +11,7 @@ from lmpc.compiler.builtins import BUILTINS
 from lmpc.compiler.check import Context
 from lmpc.compiler.checked import PipelineInfo
 from lmpc.compiler.constraints import check_constraints
+from lmpc.compiler.kinds.best_of import reject_options as reject_best_of_options
 from lmpc.compiler.diagnostics import did_you_mean
 from lmpc.compiler.kinds import KINDS, Target, chain_of_thought
 from lmpc.compiler.types import (
@@ -48,6 +49,8 @@ def _fields_hint(fields: dict[str, Type] | None) -> str | None:
 
 def _step_interface(ctx: Context, info: PipelineInfo, s: ast.Step):
     """(inputs, outputs) of a step; None where unknown, to avoid cascades."""
+    if s.module != "best_of":
+        reject_best_of_options(ctx, s)
     if s.module is None:
         return _pipeline_call_interface(ctx, info, s)
     kind = KINDS.get(s.module)
@@ -279,6 +282,8 @@ def _check_body(ctx: Context, info: PipelineInfo) -> None:
         exprs.narrowed = _check_when(ctx, exprs, s, deps[s.name])
         _check_loop(ctx, info, exprs, s, deps[s.name])
         _check_args(ctx, info, exprs, s, deps[s.name])
+        if s.module == "best_of":  # its reward reads its own outputs (compiler/kinds/best_of.py)
+            KINDS["best_of"].check_reward(ctx, exprs, s)
         exprs.locals, exprs.narrowed = {}, set()
         if s.using is not None and s.module != "call" and s.using not in ctx.models:
             if s.using not in ctx.suppressed:

@@ -33,6 +33,7 @@ import networkx as nx
 
 from lmpc.compiler.ir import NodeKind, input_id, is_step, item_step
 from lmpc.compiler.kinds import KINDS, Act, CallFunction, Generate, Retrieve, RunBody, ToolCall
+from lmpc.compiler.kinds.base import Annotated
 from lmpc.runtime.budget import BudgetExceededError, CallBudget
 from lmpc.runtime.checks import CheckLog, failing, feedback_node
 from lmpc.runtime.cache import CallCache
@@ -316,9 +317,15 @@ class Executor:
             t.request = t.gen.send(t.reply) if t.request is not None else next(t.gen)
             t.reply = None
         except StopIteration as stop:
-            if t.checks is not None and self._checked(t, stop.value):
-                return  # a retry with feedback started
-            t.st.values[t.nid] = stop.value
+            value = stop.value
+            if isinstance(value, Annotated):  # the kind's notes on its requests' trace events
+                for i, extra in value.notes.items():
+                    if i < len(t.events):
+                        t.events[i].extra.update(extra)
+                value = value.outputs
+            if t.checks is not None and self._checked(t, value):
+                return  # a retry with feedback started, or the row failed a hard check
+            t.st.values[t.nid] = value
             t.done = True
         except Exception as e:  # a kind's own logic failed on this row's values
             t.st.error = StepError(f"{where(t.node)}: {type(e).__name__}: {e}", t.node["step"])
@@ -356,7 +363,8 @@ class Executor:
         req, st, node = t.request, t.st, t.node
         suffix = f"-{t.served}" if t.served else ""  # a node that calls more than once per row
         t.served += 1
-        event = TraceEvent(step=node["step"], kind=node["kind"], span=node.get("span"), model=None, messages=None,
+        # the request's node names the kind: a best_of's Python reward is a `call`
+        event = TraceEvent(step=node["step"], kind=req.node.get("kind", node["kind"]), span=node.get("span"), model=None, messages=None,
                            inputs=req.inputs, raw=None, parsed=None, row=st.index, started_at=time.time(),
                            trace_id=f"{run.run_id}-{st.index}-{t.nid}{suffix}")
         st.trace.append(event)

@@ -88,6 +88,16 @@ Request = Generate | CallFunction | RunBody | Retrieve | ToolCall
 Execution = Generator[Request, Any, dict[str, Any]]
 
 
+@dataclass
+class Annotated:
+    """What `execute` may return instead of bare outputs: the outputs, and fields to add to the
+    `extra` of the trace events of its requests, by their order (0: the first request that made
+    an event; RunBody makes none). best_of marks each sample's reward and the one it kept."""
+
+    outputs: dict[str, Any]
+    notes: dict[int, dict[str, Any]]
+
+
 @dataclass(frozen=True)
 class Target:
     """What a step names: a signature or a pipeline, with its typed interface."""

@@ -80,6 +80,13 @@ CASES = {
         {"text": "a b c"}, {"words": 3},
         'tool words = "tools.py:words"\npipeline p(text: str) -> (words: int) {\n'
         "    x = react Count(text: text) tools [wrds] max_steps 3\n    return words: x.words\n}", "unknown-tool"),
+    "best_of": Case(
+        "pipeline p(text: str) -> (label: Label) {\n"
+        '    x = best_of Sentiment(text: text) n 3 reward x.label == "negative" threshold 1\n    return label: x.label\n}',
+        {"text": "bad day"}, {"label": "negative"},
+        "pipeline p(text: str) -> (label: Label) {\n"
+        '    x = best_of Sentiment(text: text) n 0 reward x.label == "negative"\n    return label: x.label\n}',
+        "bad-best-of"),
 }
 
 
