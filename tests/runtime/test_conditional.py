@@ -190,3 +190,15 @@ pipeline p(questions: list[str], go: bool) -> (each: list[str]?) {
     res, fake = _run(g, rows, FakeModel("m", lambda f, d, r: {"expanded": f["question"] + "!"}))
     assert [r.values for r in res] == [{"each": ["a!", "b!"]}, {"each": None}]
     assert len(fake.requests) == 2
+
+
+def test_an_ensemble_member_keeps_its_condition_on_its_own_steps():
+    from lmpc.optimizers.ensemble import ensemble_graph, member_id
+
+    g = compile_source(SOURCE).graphs["p"]
+    e = ensemble_graph([g, g.copy()])
+    pol = e.nodes[member_id("pol", 2)]
+    assert pol["when"]["args"][0] == {"ref": member_id("extra", 2), "path": ["expanded"]}
+    res, fake = _run(e, [{"question": "a question far longer than twenty"}, {"question": "short?"}])
+    assert res[0].values["extra"] is None and res[1].values["extra"] == "short? (expanded)"
+    assert len(fake.requests) == 2 + 6  # the long row: Answer per member; the short one: all three
