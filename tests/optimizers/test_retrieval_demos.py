@@ -128,7 +128,8 @@ def test_the_same_demos_and_budget_give_the_same_cuts(rag):
     demo = {"inputs": {"question": "q nile", "context": [passage("nile"), passage("tokyo"), passage("amazon")]},
             "outputs": {"answer": "nile"}, "source": "train.jsonl:1", "kind": "bootstrapped"}
     a, b = trim_demo(node, demo, 500), trim_demo(node, demo, 500)
-    assert a == b and a is not demo and len(a["inputs"]["context"]) == 1 and a["inputs"]["context"][0].startswith("Nile")
+    assert a == b and a is not demo
+    assert len(a["inputs"]["context"]) == 1 and a["inputs"]["context"][0].startswith("Nile")  # it holds the answer
     assert trim_demo(node, demo, 10**6) is demo
     assert trim_demo(node, demo, 20) is None  # not even one passage fits: the demo is dropped
     g2 = g.copy()
