@@ -236,7 +236,12 @@ class _Exprs:
             return ANY
         result = b.check(arg_types)
         if isinstance(result, str):
-            ctx.report("bad-builtin-call", e.span, result, f"usage: {b.usage}")
+            # a value that may be null (an optional input, a conditional step's output) is
+            # tested first; say how, since the usage alone does not
+            null = next((path_of(a) for a, t in zip(e.args, arg_types) if isinstance(t, OptT) and path_of(a)), None)
+            hint = f"usage: {b.usage}" + (f"; test for null first, e.g. `{'.'.join(null)} != null and ...`"
+                                          if null else "")
+            ctx.report("bad-builtin-call", e.span, result, hint)
             return ANY
         return result
 
