@@ -194,6 +194,7 @@ class Step:
     tools: "list[tuple[str, Span]] | None" = None  # `tools [a, b]` (react): names and their spans
     tools_span: Span | None = None
     max_steps: "Expr | None" = None  # `max_steps N` (react)
+    min_steps: "Expr | None" = None  # `min_steps N` (react): finish allowed from action N on
     when: "Expr | None" = None  # `when cond`: a conditional step
     samples: "Expr | None" = None  # `n N` (best_of)
     reward: "Expr | None" = None  # `reward EXPR | "file.py:fn" | judge_pipeline` (best_of)

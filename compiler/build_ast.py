@@ -199,7 +199,7 @@ class AstBuilder(Transformer):
 
     @v_args(meta=True)
     def step(self, meta, c):
-        name, call, loop, tools, max_steps, samples, reward, threshold, using, when = c
+        name, call, loop, tools, max_steps, min_steps, samples, reward, threshold, using, when = c
         module, module_tok, ref, (target_tok, args) = call
         return ast.Step(
             name=str(name), module=module, ref=ref, target=str(target_tok), args=args,
@@ -209,7 +209,7 @@ class AstBuilder(Transformer):
             target_span=self.tspan(target_tok),
             using_span=self.tspan(using) if using is not None else None,
             loop=loop, when=when, tools=tools[0] if tools else None, tools_span=tools[1] if tools else None,
-            max_steps=max_steps, samples=samples, reward=reward, threshold=threshold,
+            max_steps=max_steps, min_steps=min_steps, samples=samples, reward=reward, threshold=threshold,
         )
 
     @v_args(meta=True)
@@ -219,7 +219,7 @@ class AstBuilder(Transformer):
     def max_steps(self, c):
         return c[-1]
 
-    samples = reward = threshold = max_steps  # best_of's options: the expression after the keyword
+    min_steps = samples = reward = threshold = max_steps  # the expression after the keyword
 
     def when(self, c):
         return c[0]

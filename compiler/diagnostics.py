@@ -85,8 +85,8 @@ CODES: dict[str, tuple[str, str]] = {
     "unknown-signature": (ERROR, "a step names no declared signature or pipeline"),
     "unknown-model": (ERROR, "`using` names no declared model"),
     "unknown-retriever": (ERROR, "a `retrieve` step names no declared retriever"),
-    "bad-retriever": (ERROR, "a retriever declaration with an unknown kind, option, mode or corpus format"),
-    "missing-corpus": (ERROR, "a retriever's corpus file does not exist"),
+    "bad-retriever": (ERROR, "a retriever declaration with an unknown kind or option, a bad value, mode or corpus format"),
+    "missing-corpus": (ERROR, "a retriever's corpus file or folder does not exist"),
     "bad-retrieve-k": (ERROR, "`k` of a `retrieve` step is not a positive whole number literal"),
     "unknown-tool": (ERROR, "a `react` step lists a tool that no `tool` declaration names"),
     "bad-tools": (ERROR, "a react step without `tools [...]`, tools on another kind of step, a tool listed "
@@ -94,7 +94,8 @@ CODES: dict[str, tuple[str, str]] = {
     "missing-tool": (ERROR, "a tool's Python file or its top-level function does not exist"),
     "bad-tool-annotation": (ERROR, "a tool's parameter or result has no supported type annotation, or its "
                                    "signature has more than one output"),
-    "bad-max-steps": (ERROR, "`max_steps` is not a whole number from 1 to 50, or is on a step that is not react"),
+    "bad-max-steps": (ERROR, "`max_steps` (1 to 50) or `min_steps` (1 to max_steps) is not a whole number in range, "
+                             "or is on a step that is not react"),
     "unknown-module": (ERROR, "a step uses a module kind the language does not know"),
     "unknown-field": (ERROR, "`step.field` names no output of that step"),
     "unknown-argument": (ERROR, "a step passes an argument its signature has no input for"),

@@ -77,11 +77,12 @@ class Performer:
         key is the trajectory: a re-run (or a resumed build) replays the loop from the cache."""
         from lmpc.runtime import react_prompt
 
-        schema = react_prompt.decoding_schema(node)
+        step = len(trajectory) + 1
+        schema = react_prompt.decoding_schema(node, step)  # before min_steps: no finish branch
         messages = react_prompt.render_messages(node, inputs, trajectory)
-        event.extra["react_step"] = len(trajectory) + 1
+        event.extra["react_step"] = step
         text = self._complete(node, messages, schema, react_prompt.decoding_budget(schema), event, run)
-        action = parse_output(text, react_prompt.action_schema(node), "the model's action")
+        action = parse_output(text, react_prompt.action_schema(node, step), "the model's action")
         if action["tool"] == "finish":  # the demo a bootstrap run makes: the whole trajectory
             event.extra["trajectory"] = trajectory
         return action

@@ -35,18 +35,25 @@ def _branch(tool: str, args: dict) -> dict:
             "required": ["thought", "tool", "args"], "additionalProperties": False}
 
 
-def action_schema(node: dict) -> dict:
-    """What one action must be (validation)."""
+def may_finish(node: dict, step: int) -> bool:
+    """Whether action `step` (1-based) may be finish: from the node's `min_steps` on (an
+    earlier action must call a tool, as agent APIs' "tool choice: required")."""
+    return step >= int(node.get("min_steps", 1))
+
+
+def action_schema(node: dict, step: int = 1) -> dict:
+    """What action `step` must be (validation)."""
     branches = [_branch(name, _args_schema(tool_fields(t)[0], t["required"])) for name, t in node["tools"].items()]
-    outputs = {n: {"schema": f["schema"]} for n, f in node["outputs"].items()}
-    branches.append(_branch(FINISH, _args_schema(outputs, list(outputs))))
+    if may_finish(node, step):
+        outputs = {n: {"schema": f["schema"]} for n, f in node["outputs"].items()}
+        branches.append(_branch(FINISH, _args_schema(outputs, list(outputs))))
     return {"anyOf": branches}
 
 
-def decoding_schema(node: dict) -> dict:
+def decoding_schema(node: dict, step: int = 1) -> dict:
     """action_schema with the thought and every string and list bounded (what the model decodes)."""
     out = []
-    for b in action_schema(node)["anyOf"]:
+    for b in action_schema(node, step)["anyOf"]:
         props = dict(b["properties"])
         props["thought"] = {"type": "string", "maxLength": THOUGHT_MAX_CHARS}
         args = props["args"]
@@ -72,6 +79,8 @@ def system_message(node: dict) -> str:
         lines.append(f"- {name}({_signature(params, t['required'])}){result}{desc}")
     outs = ", ".join(f"{n}: {f['type']}" for n, f in node["outputs"].items())
     lines.append(f"- {FINISH}({outs}) — give the final answer and stop")
+    if int(node.get("min_steps", 1)) > 1:
+        lines.append(f"Call a tool first: {FINISH} is allowed from step {node['min_steps']} on.")
     lines += ["", "Work step by step. At each step answer with one JSON object "
               '{"thought": ..., "tool": ..., "args": {...}}: think briefly, then call one tool with its '
               f'arguments; you then read its result as an observation. When you know the answer, call "{FINISH}" '

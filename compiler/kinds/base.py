@@ -142,9 +142,10 @@ class StepKind:
         if getattr(s, "tools_span", None) is not None:
             ctx.report("bad-tools", s.tools_span, f"a `{self.name}` step calls no tools",
                        f"write `{s.name} = react {s.target}(...) tools [...]` for a tool-using loop")
-        if getattr(s, "max_steps", None) is not None:
-            ctx.report("bad-max-steps", s.max_steps.span, f"a `{self.name}` step takes no `max_steps`",
-                       "only react steps loop over model calls")
+        for option in ("max_steps", "min_steps"):
+            if getattr(s, option, None) is not None:
+                ctx.report("bad-max-steps", getattr(s, option).span, f"a `{self.name}` step takes no `{option}`",
+                           "only react steps loop over model calls")
     def interface(self, ctx: "Context", s: "ast.Step", target: Target) -> tuple[dict, dict]:
         """The step's (inputs, outputs) types, from its target's."""
         return dict(target.inputs), dict(target.outputs)

@@ -71,12 +71,17 @@ def trim_trajectory(steps: list[dict]) -> list[dict]:
     return kept
 
 
+def _whole(v: Any, top: int) -> bool:
+    return (isinstance(v, ast.Literal) and isinstance(v.value, int) and not isinstance(v.value, bool)
+            and 0 < v.value <= top)
+
+
 class React(Predict):
     name = "react"
     doc = "a loop of thought, tool call and observation until the model finishes with the outputs"
     tunable = ("instructions", "demos")
     artifact_keys = ("step", "signature", "model", "inputs", "outputs", "bindings", "instructions", "demos",
-                     "tools", "max_steps", "tool_timeout_s", "span")
+                     "tools", "max_steps", "min_steps", "tool_timeout_s", "span")
     artifact_required = ("signature", "instructions", "demos", "tools", "max_steps")
     takes_tools = True
     accepts_feedback = False  # a check's feedback has no place in an action's prompt (yet)
@@ -97,10 +102,19 @@ class React(Predict):
                            or f'declare it: `tool {name} = "tools.py:{name}"`')
             seen.add(name)
         v = s.max_steps
-        if v is not None and not (isinstance(v, ast.Literal) and isinstance(v.value, int)
-                                  and not isinstance(v.value, bool) and 0 < v.value <= MAX_MAX_STEPS):
-            ctx.report("bad-max-steps", v.span, f"`max_steps` is a whole number from 1 to {MAX_MAX_STEPS} "
-                       "written in the file", f"e.g. `max_steps {DEFAULT_MAX_STEPS}` (model calls per row at most)")
+        top = MAX_MAX_STEPS
+        if v is not None:
+            if _whole(v, MAX_MAX_STEPS):
+                top = v.value
+            else:
+                ctx.report("bad-max-steps", v.span, f"`max_steps` is a whole number from 1 to {MAX_MAX_STEPS} "
+                           "written in the file", f"e.g. `max_steps {DEFAULT_MAX_STEPS}` (model calls per row at most)")
+        else:
+            top = DEFAULT_MAX_STEPS
+        low = getattr(s, "min_steps", None)
+        if low is not None and not _whole(low, top):
+            ctx.report("bad-max-steps", low.span, f"`min_steps` is a whole number from 1 to max_steps ({top}) "
+                       "written in the file", "e.g. `min_steps 2`: the first action must call a tool")
 
     def lower(self, s, sig, lowering) -> dict[str, Any]:
         attrs = super().lower(s, sig, lowering)
@@ -108,6 +122,9 @@ class React(Predict):
         attrs["tools"] = {name: tool_to_node(specs[name]) for name, _ in s.tools or [] if specs.get(name)}
         attrs["max_steps"] = s.max_steps.value if s.max_steps is not None else DEFAULT_MAX_STEPS
         attrs["tool_timeout_s"] = TOOL_TIMEOUT_S
+        low = getattr(s, "min_steps", None)
+        if low is not None and low.value > 1:  # kept only when it says something (artifacts unchanged otherwise)
+            attrs["min_steps"] = low.value
         return attrs
 
     def execute(self, node: dict, inputs: dict[str, Any]) -> Execution:
@@ -170,6 +187,11 @@ class React(Predict):
         io.require(isinstance(timeout, (int, float)) and not isinstance(timeout, bool) and timeout > 0,
                    f"{where}/tool_timeout_s", "a positive number of seconds")
         d.update(tools=tools, max_steps=steps, tool_timeout_s=float(timeout))
+        if "min_steps" in n:
+            low = n["min_steps"]
+            io.require(isinstance(low, int) and not isinstance(low, bool) and 0 < low <= steps,
+                       f"{where}/min_steps", "a whole number from 1 to max_steps")
+            d["min_steps"] = low
 
     def label(self, nid: str, d: dict) -> str:
         outs = ", ".join(f"{n}: {f['type']}" for n, f in d.get("outputs", {}).items())

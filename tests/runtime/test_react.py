@@ -177,3 +177,17 @@ def test_a_rerun_replays_the_trajectory_from_the_cache(program_dir, tmp_path):
     assert len(fake1.requests) == 3 and fake2.requests == []  # every action from the cache
     assert [r.values for r in again] == [r.values for r in first] == [{"answer": 25.0}, {"answer": 1.0}]
     assert [e.cache_hit for e in again[0].trace if e.kind == "react"] == [True, True]
+
+
+def test_before_min_steps_the_grammar_has_no_finish_so_a_tool_is_called(program_dir):
+    (program_dir / "p.lmp").write_text(SOURCE.replace("max_steps 3", "max_steps 3 min_steps 2"))
+    g = compile_file(program_dir / "p.lmp").graphs["solve"]
+    assert g.nodes["a"]["min_steps"] == 2
+    fake = FakeModel("m", agent)
+    with Program(g, base_dir=program_dir, cache=False, trace_log=False, models={"m": fake}) as prog:
+        (res,) = prog.batch([{"question": "calc 1 + 1"}])
+    assert res.error is None and res.values == {"answer": 2.0}
+    first, second = (r.json_schema for r in fake.requests)
+    assert "finish" not in {b["properties"]["tool"]["enum"][0] for b in first["anyOf"]}
+    assert "finish" in {b["properties"]["tool"]["enum"][0] for b in second["anyOf"]}
+    assert "Call a tool first: finish is allowed from step 2 on." in fake.requests[0].messages[0]["content"]
