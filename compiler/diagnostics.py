@@ -113,8 +113,9 @@ CODES: dict[str, tuple[str, str]] = {
     "check-reads-no-step": (ERROR, "a `check` whose condition reads no step output"),
     "ambiguous-check": (ERROR, "a `check` reading steps that do not depend on one another"),
     "bad-check": (ERROR, "a `check` on a step a retry cannot change, an empty message, or a bad `retries`"),
-    "bad-best-of": (ERROR, "a `best_of` step without a whole `n` or a reward, a reward that is not a bool, number "
-                            "or `file.py:function` over the step's outputs, or best_of's options on another step"),
+    "bad-best-of": (ERROR, "a `best_of` step without a whole `n` or a reward, a reward that is not a bool or number "
+                            "over the step's outputs, a `file.py:function` or a fitting judge pipeline, or best_of's "
+                            "options on another step"),
     # types
     "type-mismatch": (ERROR, "a value's type does not fit where it flows"),
     "bad-operand": (ERROR, "an operator's operand has a type the operator does not take"),

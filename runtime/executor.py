@@ -423,14 +423,15 @@ class Executor:
         results = self._child(nid).run(rows, parent=run)
         for t, (start, n) in zip(tasks, spans):
             items = results[start:start + n]
-            for i, sub in enumerate(items):
+            for i, sub in enumerate(items, start=t.request.first):
                 for e in sub.trace:  # named from the outer graph: notes[2]/Summarize, the outer row
                     e.step = item_step(node["step"], i, e.step)
                     e.trace_id = f"{run.run_id}-{t.st.index}-{item_step(t.nid, i, e.trace_id.split('-', 2)[-1])}"
                     e.row = t.st.index
                 t.st.trace.extend(sub.trace)
                 t.st.checks.extend(sub.checks)
-            failed = next(((i, sub.error) for i, sub in enumerate(items) if sub.error is not None), None)
+            failed = next(((i, sub.error) for i, sub in enumerate(items, start=t.request.first)
+                           if sub.error is not None), None)
             if failed is None:
                 t.reply = [sub.outputs for sub in items]
                 continue

@@ -44,6 +44,7 @@ class RunBody:
 
     node: dict
     rows: list[dict[str, Any]]
+    first: int = 0  # the first row's item number in traces (best_of judges its samples one by one)
 
 
 @dataclass

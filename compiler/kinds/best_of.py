@@ -4,9 +4,10 @@
     c = best_of Answer(question: q) n 3 reward "rewards.py:score"
 
 The reward is an expression over the step's own outputs (`b.answer`; a bool counts 1 or 0,
-a number as it is), or a Python function `"file.py:function"` named in the file (called
+a number as it is), a Python function `"file.py:function"` named in the file (called
 with the step's inputs and outputs as keyword arguments, returning a bool or a number; the
-same trust rules as `call` steps). Samples are drawn one by one: the first at the model's
+same trust rules as `call` steps), or a judge pipeline by name (`reward judge`: the node's
+body, run on each sample with the step's inputs and outputs by name; its first output). Samples are drawn one by one: the first at the model's
 own settings (so `n 1` is `predict`), the others at SAMPLE_TEMPERATURE with their own seed
 (each its own cache entry). Sampling stops early once a sample scores `threshold` or more;
 ties keep the earlier sample. Every sample is traced with its reward; bootstrapping takes
@@ -18,13 +19,15 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import networkx as nx
+
 from lmpc.compiler import ast, operators
 from lmpc.compiler.builtins import BUILTINS
-from lmpc.compiler.ir import map_refs, refs
-from lmpc.compiler.kinds.base import Annotated, CallFunction, Execution, Generate
+from lmpc.compiler.ir import NodeKind, input_id, map_refs, output_id, rebuild_edges, refs
+from lmpc.compiler.kinds.base import Annotated, CallFunction, Execution, Generate, RunBody
 from lmpc.compiler.kinds.predict import Predict
 from lmpc.compiler.optimize_spec import FUNCTION_REF
-from lmpc.compiler.types import AnyT, Prim, describe
+from lmpc.compiler.types import AnyT, OptT, Prim, describe
 
 MAX_SAMPLES = 20
 SAMPLE_TEMPERATURE = 0.7  # samples after the first: the first is the model's own answer
@@ -52,7 +55,7 @@ def _literal_number(e: Any) -> float | None:
 class BestOf(Predict):
     name = "best_of"
     doc = "a signature sampled n times; the output a reward scores highest is kept"
-    artifact_keys = Predict.artifact_keys[:-1] + ("n", "reward", "threshold", "span")
+    artifact_keys = Predict.artifact_keys[:-1] + ("n", "reward", "threshold", "body", "span")
     artifact_required = Predict.artifact_required + ("n", "reward")
 
     # -- checker ----------------------------------------------------------------------------
@@ -83,6 +86,10 @@ class BestOf(Predict):
                 ctx.report("bad-best-of", r.span, f'"{r.value}" is not a `file.py:function` reference',
                            'e.g. reward "rewards.py:score" (the path is relative to the .lmp file)')
             return
+        if isinstance(r, ast.Name) and r.name in ctx.pipelines and r.name not in exprs.steps \
+                and r.name not in exprs.info.inputs:
+            self._check_judge(ctx, exprs.info, s, r)
+            return
         reads: set[str] = set()
         errors = len(ctx.diagnostics)
         t = exprs.type_of(r, reads)
@@ -100,12 +107,32 @@ class BestOf(Predict):
             ctx.report("bad-best-of", r.span, f"a reward is a bool or a number, but this is {describe(t)}",
                        f"e.g. `reward len({s.name}.answer) <= 60`")
 
+    def _check_judge(self, ctx, info, s: ast.Step, r: ast.Name) -> None:
+        """A judge pipeline: its inputs come from the step's inputs and outputs by name; its
+        first output is the score."""
+        judge = ctx.pipelines[r.name]
+        info.calls.add(r.name)  # a judge calling this pipeline back is a cycle
+        available = {**info.step_inputs.get(s.name, {}), **info.step_outputs.get(s.name, {})}
+        missing = [n for n, t in judge.inputs.items() if n not in available and not isinstance(t, OptT)]
+        if missing:
+            ctx.report("bad-best-of", r.span, f"the judge pipeline `{r.name}` takes `{missing[0]}`, which is neither "
+                       f"an input nor an output of `{s.name}`",
+                       "available: " + ", ".join(available) if available else None)
+        first = next(iter(judge.outputs.values()), None)
+        if first is None or (not isinstance(first, AnyT) and first not in (Prim("bool"), Prim("int"), Prim("float"))):
+            ctx.report("bad-best-of", r.span, f"the judge pipeline `{r.name}`'s first output is the reward: a bool or a "
+                       f"number, not {describe(first) if first is not None else 'nothing'}",
+                       "make its first output e.g. `good: bool` or `score: float`")
+
     # -- lowering ---------------------------------------------------------------------------
     def lower(self, s, sig, lowering) -> dict[str, Any]:
         attrs = super().lower(s, sig, lowering)
         r = s.reward
         if isinstance(r, ast.Literal) and isinstance(r.value, str):
             reward = {"fn": r.value}
+        elif isinstance(r, ast.Name) and r.name in lowering.program.pipelines and r.name not in lowering.info.inputs:
+            reward = {"judge": r.name}
+            attrs["body"] = _judge_body(s, r.name, lowering)
         else:
             def own(ref: dict) -> dict:
                 return {"ref": SAMPLE, "path": list(ref["path"])} if ref["ref"] == s.name else ref
@@ -117,7 +144,11 @@ class BestOf(Predict):
 
     # -- runtime ----------------------------------------------------------------------------
     def max_calls(self, node: dict) -> int:
-        return int(node["n"])
+        """n samples; a judge's calls are counted once in its body (ir.calls_per_row): n - 1 more."""
+        from lmpc.compiler.ir import calls_per_row
+
+        judge = calls_per_row(node["body"]) if "body" in node else 0
+        return int(node["n"]) * (1 + judge) - judge
 
     def execute(self, node: dict, inputs: dict[str, Any]) -> Execution:
         best, best_score, best_i = None, -math.inf, 0
@@ -132,6 +163,11 @@ class BestOf(Predict):
             if "fn" in node["reward"]:
                 value = (yield CallFunction(_reward_node(node), {**inputs, **out}))["reward"]
                 served += 1
+            elif "judge" in node["reward"]:
+                given = {**inputs, **out}  # the sample wins over an input of the same name
+                row = {name: given.get(name) for name in node["body"].graph["inputs"]}
+                (judged,) = yield RunBody(node, [row], first=i)
+                value = _judge_value(next(iter(judged.values())), node["reward"]["judge"])
             else:
                 value = _evaluate(node["reward"]["expr"], out)
             score = _score(value)
@@ -155,10 +191,16 @@ class BestOf(Predict):
         io.require(t is None or (isinstance(t, (int, float)) and not isinstance(t, bool) and math.isfinite(t)),
                    f"{where}/threshold", "threshold is a number or null")
         r = n["reward"]
-        io.require(isinstance(r, dict) and len(r) == 1 and set(r) <= {"expr", "fn"}, f"{where}/reward",
-                   'a reward is {"expr": EXPR} or {"fn": "file.py:function"}')
+        io.require(isinstance(r, dict) and len(r) == 1 and set(r) <= {"expr", "fn", "judge"}, f"{where}/reward",
+                   'a reward is {"expr": EXPR}, {"fn": "file.py:function"} or {"judge": PIPELINE}')
+        io.require(("judge" in r) == ("body" in n), f"{where}/body", "a judge reward, and only one, has a body")
         if "fn" in r:
             io.check_fn(r["fn"], f"{where}/reward/fn")
+        elif "judge" in r:
+            io.require(io.is_str(r["judge"]), f"{where}/reward/judge", "the judge is a pipeline name")
+            body = io.body_from_json(n["body"], f"{where}/body")
+            io.require(len(body.graph["outputs"]) >= 1, f"{where}/body/outputs", "the judge has an output (the reward)")
+            d["body"] = body
         else:
             io.check_expr(r["expr"], f"{where}/reward/expr")
             for ref in refs(r["expr"]):
@@ -168,7 +210,7 @@ class BestOf(Predict):
 
     def label(self, nid: str, d: dict) -> str:
         r = d.get("reward", {})
-        scored = f'"{r["fn"]}"' if "fn" in r else "an expression"
+        scored = f'"{r["fn"]}"' if "fn" in r else f"judge `{r['judge']}`" if "judge" in r else "an expression"
         until = f", until {d['threshold']}" if d.get("threshold") is not None else ""
         return super().label(nid, d) + f" [best of {d.get('n')} by {scored}{until}]"
 
@@ -177,6 +219,32 @@ def _reward_node(node: dict) -> dict:
     """The CallFunction node of a Python reward: the step's inputs and outputs in, `reward` out."""
     return {"step": node["step"], "kind": "call", "fn": node["reward"]["fn"], "span": node.get("span"),
             "outputs": {"reward": {"type": "float", "schema": {"type": ["number", "boolean"]}, "description": None}}}
+
+
+def _judge_body(s: ast.Step, judge: str, lowering) -> nx.DiGraph:
+    """The judge pipeline as the node's body: its inputs, a call of it (inlined by the passes),
+    its outputs. Its prompt nodes are parameter sites like the program's own."""
+    info = lowering.program.pipelines[judge]
+    fields = {n: lowering.field(t) for n, t in info.inputs.items()}
+    outputs = {n: lowering.field(t) for n, t in info.outputs.items()}
+    span = s.span.to_json()
+    body = nx.DiGraph()
+    body.graph.update(name=f"{s.name}[*]", inputs=fields, outputs=outputs, span=span)
+    for name, f in fields.items():
+        body.add_node(input_id(name), kind=NodeKind.INPUT.value, name=name, type=f["type"], schema=f["schema"], span=span)
+    body.add_node(judge, kind=NodeKind.PIPELINE.value, step=judge, pipeline=judge, inputs=fields, outputs=outputs,
+                  bindings={n: {"ref": input_id(n), "path": []} for n in fields}, model=s.using, span=span)
+    for name, f in outputs.items():
+        body.add_node(output_id(name), kind=NodeKind.OUTPUT.value, name=name, type=f["type"], schema=f["schema"],
+                      bindings={"value": {"ref": judge, "path": [name]}}, span=span)
+    rebuild_edges(body)
+    return body
+
+
+def _judge_value(value: Any, judge: str) -> Any:
+    if isinstance(value, str) and value.strip().lower() in ("yes", "true", "no", "false"):
+        return value.strip().lower() in ("yes", "true")
+    return value
 
 
 def _evaluate(e: dict, sample: dict[str, Any]) -> Any:

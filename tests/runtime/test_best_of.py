@@ -135,3 +135,44 @@ pipeline p(question: str) -> (answer: str) {
     fake = FakeModel("m", by_seed)
     with lmpc.load(out, trust_code=True, cache=False, trace_log=False, models={"m": fake}) as prog:
         assert prog(question="q").answer == "x" * 12
+
+
+JUDGE = '''
+signature Judge = question, answer -> good: bool
+pipeline judge(question: str, answer: str) -> (good: bool) {
+    j = predict Judge(question: question, answer: answer)
+    return good: j.good
+}
+'''
+
+
+def judged(f, demos, req):
+    if "good" in req.json_schema["properties"]:  # the judge: short answers are good
+        return {"good": len(f["answer"]) <= 5}
+    return by_seed(f, demos, req)
+
+
+def test_a_judge_pipeline_scores_each_sample_until_the_threshold(tmp_path):
+    from lmpc.compiler import compile_file
+    from lmpc.compiler.artifact import load_artifact, make_artifact, write_artifact
+
+    src = tmp_path / "p.lmp"
+    src.write_text(HEADER + JUDGE + '''
+pipeline p(question: str) -> (answer: str) {
+    b = best_of Answer(question: question) n 4 reward judge threshold 1
+    return answer: b.answer
+}
+''')
+    checked = compile_file(src)
+    g = checked.graphs["p"]
+    assert calls_per_row(g) == 4 + 4  # 4 samples, each judged once
+    out = tmp_path / "p.lmpc.json"
+    write_artifact(out, make_artifact(checked, "p", {"p": g}, out, {}, {}))
+    loaded = load_artifact(out).graph
+    for graph in (g, loaded):
+        (res,), fake = _run(graph, [{"question": "q"}], answer=judged)
+        assert res.values == {"answer": "xxx"} and len(fake.requests) == 4  # sample, judge, sample, judge
+        assert [e.step for e in res.trace] == ["b", "b[0]/judge/j", "b", "b[1]/judge/j"]
+        assert len({e.trace_id for e in res.trace}) == 4
+        assert [e.extra["best_of"] for e in res.trace if e.step == "b"] == [
+            {"sample": 0, "reward": 0.0, "chosen": False}, {"sample": 1, "reward": 1.0, "chosen": True}]
