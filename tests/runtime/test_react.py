@@ -191,3 +191,12 @@ def test_before_min_steps_the_grammar_has_no_finish_so_a_tool_is_called(program_
     assert "finish" not in {b["properties"]["tool"]["enum"][0] for b in first["anyOf"]}
     assert "finish" in {b["properties"]["tool"]["enum"][0] for b in second["anyOf"]}
     assert "Call a tool first: finish is allowed from step 2 on." in fake.requests[0].messages[0]["content"]
+
+
+def test_an_action_that_does_not_fit_the_grammar_fails_the_row_keeping_the_raw_text(program_dir):
+    def invents(f: dict, demos: int, req) -> dict:  # a server without grammar support could answer this
+        return {"thought": "hmm", "tool": "search_the_web", "args": {"q": "x"}}
+
+    (res,), _ = run(program_dir, [{"question": "direct"}], answer=invents)
+    assert res.error is not None and "the model's action" in str(res.error)
+    assert json.loads(res.error.raw_text)["tool"] == "search_the_web"
