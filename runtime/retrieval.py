@@ -209,6 +209,9 @@ def open_retriever(spec: dict, models: dict, base_dir: Path, cache_dir: Path | N
         assert embedder is not None
         return QdrantStore.open(spec, embedder, corpus=local(spec["corpus"]) if spec.get("corpus") else None,
                                 path=local(spec["path"]) if spec.get("path") else None, label=label)
-    return RetrievalIndex.open(local(spec["corpus"]), spec["text"], spec["id"], mode, embedder, cache_dir,
-                               chunk=spec.get("chunk"), overlap=spec.get("overlap", 0),
-                               skip_bad_rows=spec.get("skip_bad_rows", False), label=label)
+    try:
+        return RetrievalIndex.open(local(spec["corpus"]), spec["text"], spec["id"], mode, embedder, cache_dir,
+                                   chunk=spec.get("chunk"), overlap=spec.get("overlap", 0),
+                                   skip_bad_rows=spec.get("skip_bad_rows", False), label=label)
+    except RetrievalError as e:  # the message names the retriever, as a qdrant one's does
+        raise RetrievalError(f"retriever `{spec['name']}`: {e}") from None
