@@ -244,3 +244,25 @@ def test_a_tampered_spec_is_refused_when_loaded(tmp_path):
         out.write_text(json.dumps(data))
         with pytest.raises(lmpc.LmpcError, match=re.escape(message)):
             lmpc.load(out, cache=False, trace_log=False)
+
+
+def test_lmpc_build_then_lmpc_run_the_artifact_in_a_fresh_process(tmp_path):
+    """The real commands: the build uploads the corpus into the local folder; the artifact
+    beside them runs from another working directory, reusing the collection."""
+    src = write(tmp_path, 'path: "qdrant", collection: "wiki", corpus: "wiki.jsonl"',
+                body="pipeline p(q: str) -> (ids: list[str]) {\n    ctx = retrieve docs(query: q, k: 1)\n"
+                     "    return ids: ctx.ids\n}\n")
+    train = tmp_path / "train.jsonl"
+    train.write_text('{"q": "capital of Japan", "ids": ["tokyo"]}\n{"q": "the highest mountain", "ids": ["everest"]}\n')
+    cli = [sys.executable, "-m", "lmpc"]
+    env = {"LMPC_CACHE_DIR": str(tmp_path / "c"), "PATH": "/usr/bin:/bin"}
+    built = subprocess.run(cli + ["build", str(src), "--train", str(train), "--dev", str(train), "--metric",
+                                  "exact_match", "--strategy", "bootstrap_few_shot", "--no-cache"],
+                           capture_output=True, text=True, timeout=300, env=env)
+    assert built.returncode == 0, built.stderr
+    assert "dev score 1.000" in built.stderr + built.stdout
+    out = tmp_path / "p.lmpc.json"
+    ran = subprocess.run(cli + ["run", str(out), "-i", "q=plants and sunlight", "--no-cache"],
+                         capture_output=True, text=True, timeout=300, env=env, cwd="/")
+    assert ran.returncode == 0, ran.stderr
+    assert 'ids: ["photo"]' in ran.stdout and "uploading" not in ran.stderr
