@@ -144,7 +144,7 @@ def _check_values(ctx: "Context", kind: str, spec: dict[str, Any], given: dict[s
             bad("url", "`url` is an http:// or https:// address", 'e.g. `url: "http://localhost:6333"`')
         if "api_key_env" in given and "url" not in given:
             bad("api_key_env", "`api_key_env` is for a server (`url:`); a local `path:` has no key")
-        if "timeout" in given and not 0 < spec["timeout"] <= 86_400:
+        if "timeout" in given and not 1 <= spec["timeout"] <= 86_400:
             bad("timeout", "`timeout` is a number of seconds from 1 to 86400")
         if "corpus" not in given:
             for name in ("chunk", "overlap", "skip_bad_rows"):

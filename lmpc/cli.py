@@ -102,11 +102,13 @@ def build_parser() -> argparse.ArgumentParser:
     from lmpc.cli_build import add_build_command
     from lmpc.cli_doctor import add_doctor_command
     from lmpc.cli_eval import add_eval_command
+    from lmpc.cli_index import add_index_command
     from lmpc.cli_run import add_run_commands
 
     add_run_commands(sub)
     add_eval_command(sub)
     add_build_command(sub)
+    add_index_command(sub)
     add_doctor_command(sub)
     return p
 

@@ -53,6 +53,7 @@ class QdrantStore:
         self.client, self.where, self.spec, self.embedder = client, where, spec, embedder
         self.collection = spec["collection"]
         self.cache_name, self.built, self.bad, self._lock = cache_name, built, bad, lock
+        self.size = 0  # the points searched
 
     # -- opening ----------------------------------------------------------------------------
     @classmethod
@@ -72,6 +73,7 @@ class QdrantStore:
             store._check_size()
             store.cache_name = _digest({"qdrant": where, "collection": collection, "points": count,
                                         "embedder": embedder.identity})
+            store.size = count
             return store
         key = _digest({"format": FORMAT, "corpus": corpus_digest(corpus), "text": spec["text"], "id": spec["id"],
                        "chunk": spec.get("chunk"), "overlap": spec.get("overlap", 0) if spec.get("chunk") else 0,
@@ -81,6 +83,7 @@ class QdrantStore:
                                spec.get("skip_bad_rows", False))
         if exists:
             total, ours, mine = store._counts(key)
+            store.size = len(passages.ids)
             if total == mine == len(passages.ids):
                 store._check_size()
                 return store
@@ -92,7 +95,7 @@ class QdrantStore:
                   "upload): uploading it again", file=sys.stderr)
             store._call("delete the old collection", lambda: client.delete_collection(collection))
         store._upload(key, passages.ids, passages.texts, label)
-        store.built, store.bad = True, passages.bad
+        store.built, store.bad, store.size = True, passages.bad, len(passages.ids)
         return store
 
     def _counts(self, key: str) -> tuple[int, int, int]:

@@ -83,6 +83,7 @@ class RetrievalIndex:
         self.ids, self.texts, self.bm25, self.dense = ids, texts, bm25, dense
         self.built, self.bad = built, bad  # whether this call built it; the skipped rows (build only)
         self.cache_name = folder.name  # what cached searches of this index are keyed by
+        self.size = len(ids)  # passages (chunks) searched
 
     @classmethod
     def open(cls, corpus: Path, text: str, id: str, mode: str, embedder: Embedder | None,
@@ -113,8 +114,12 @@ class RetrievalIndex:
             bm25 = dense = None
             if mode in ("bm25", "hybrid"):
                 bm25s = _need("bm25s")
+                tokens = _tokens(texts)
+                if not any(tokens):  # bm25s cannot index an empty vocabulary (it fails inside)
+                    raise RetrievalError("no passage has a word that BM25 indexes (all are stopwords or "
+                                         "punctuation); use mode: \"dense\"")
                 bm25 = bm25s.BM25()
-                bm25.index(_tokens(texts), show_progress=False)
+                bm25.index(tokens, show_progress=False)
                 bm25.save(str(tmp / "bm25"), show_progress=False)
             if mode in ("dense", "hybrid"):
                 faiss = _need("faiss")
