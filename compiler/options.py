@@ -144,6 +144,10 @@ PROVIDER_OPTIONS: dict[str, dict[str, tuple[type, ...]]] = {
         "builtin": (str,), "path": (str,), "hf": (str,), "temperature": (int, float),
         "max_tokens": (int,), "n_ctx": (int,), "seed": (int,), "n_threads": (int,), "reproducible": (bool,),
         "extra_buffers": (str, bool),  # auto | true | false: llama.cpp's weight-repacking buffers
+        "dry_multiplier": (int, float),  # the repetition guard's strength (runtime/models/sampling.py); 0: off
+        "text_max_chars": (int,),  # bound on each free-text output field (runtime/prompt.py's default: 1000)
+        "engine": (str,),  # single (one sequence at a time, the default) | batched (batch_engine.py)
+        "slots": (int,),  # batched: sequences decoded together
     },
     "openai": {
         "model": (str,), "base_url": (str,), "api_key_env": (str,), "temperature": (int, float),
@@ -152,6 +156,7 @@ PROVIDER_OPTIONS: dict[str, dict[str, tuple[type, ...]]] = {
     },
 }
 STRUCTURED_OUTPUT_MODES = ("auto", "json_schema", "none")  # the openai provider's structured_output
+ENGINES = ("single", "batched")  # the llama_cpp provider's engine
 
 # -- model options' values (their names and types per provider: PROVIDER_OPTIONS above).
 # Bounds keep values the runtime can pass on: a timeout of 1e308 overflows the HTTP client.
@@ -163,6 +168,10 @@ MODEL_OPTION_VALUES: dict[str, Option] = {
     "seed": Option((int,), None, 0, SEED_MAX, example=0),
     "timeout": Option((int, float), None, 0.001, 86_400, unit="seconds", example=60),
     "max_retries": Option((int,), None, 0, 100, example=2),
+    "dry_multiplier": Option((int, float), 0.8, 0, 10, example=0.8),
+    "text_max_chars": Option((int,), None, 1, 100_000, example=300),
+    "engine": Option((str,), "single", choices=ENGINES),
+    "slots": Option((int,), None, 1, 64, example=4),
 }
 
 # -- optimize block entries that take a number

@@ -25,6 +25,21 @@ from lmpc.runtime.trace import TraceEvent
 from lmpc.runtime.values import validation_error
 
 
+def cap_strings(schema: Any, limit: int | None) -> Any:
+    """The decoding schema with no free-text string longer than `limit` characters (a model's
+    text_max_chars option); strings the prompt bounds left unbounded (enums) stay as they are."""
+    if not limit or not isinstance(schema, dict):
+        return schema
+    out = {k: ([cap_strings(s, limit) for s in v] if k == "anyOf" else v) for k, v in schema.items()}
+    if "maxLength" in out:
+        out["maxLength"] = min(out["maxLength"], limit)
+    if isinstance(out.get("items"), dict):
+        out["items"] = cap_strings(out["items"], limit)
+    if isinstance(out.get("properties"), dict):
+        out["properties"] = {k: cap_strings(v, limit) for k, v in out["properties"].items()}
+    return out
+
+
 class Performer:
     def __init__(self, pool: ModelPool, cache: CallCache, base_dir: Path, models: dict, default_model: str,
                  model_override: str | None = None, budget: CallBudget | None = None):
@@ -67,7 +82,7 @@ class Performer:
         if node.get("knn"):  # demos chosen per row: the pool entries nearest to this row's inputs
             demos, event.extra["knn"] = self._knn_demos(node).choose(inputs)
             node = {**node, "demos": demos}
-        schema = decoding_schema(node)
+        schema = cap_strings(decoding_schema(node), self.pool.options(self.model_name(node)).get("text_max_chars"))
         text = self._complete(node, render_messages(node, inputs), schema, decoding_budget(schema), event, run)
         return parse_output(text, output_schema(node), "the model's output")
 

@@ -26,11 +26,13 @@ from concurrent.futures import Future
 from pathlib import Path
 from typing import Any, Callable, TypeVar
 
-from lmpc.compiler.options import PROVIDER_OPTIONS
+from lmpc.compiler.options import MODEL_OPTION_VALUES, PROVIDER_OPTIONS
 from lmpc.runtime.errors import LmpcRuntimeError, ModelConfigError, ModelNotFoundError
 from lmpc.runtime.models.base import Completion, GenerationRequest, Model, check_options
 from lmpc.runtime.models.llama_system import ExtraBuffers, extra_buffers_for, load_llama, parse_setting
+from lmpc.runtime.models import sampling
 from lmpc.runtime.models.resolve import file_identity, resolve_model_file
+from lmpc.runtime.models.sampling import DRY_MULTIPLIER
 
 T = TypeVar("T")
 
@@ -170,6 +172,8 @@ class LlamaCppModel(Model):
         self.reproducible = options.get("reproducible", True)
         if not isinstance(self.reproducible, bool):
             raise ModelConfigError(f"model `{name}`: option reproducible must be true or false")
+        # the repetition guard of free text (sampling.py); 0 turns it off
+        self.dry_multiplier = _number(name, options, "dry_multiplier", DRY_MULTIPLIER)
         # auto | True | False; decided against this machine at load (see llama_system.py)
         self.extra_buffers_option = parse_setting(options.get("extra_buffers", "auto"),
                                                   f"model `{name}`: option extra_buffers")
@@ -185,6 +189,8 @@ class LlamaCppModel(Model):
     def identity(self) -> str:
         if self._identity is None:
             suffix = "" if self.reproducible else ":free-prefix"
+            if self.dry_multiplier:  # a different decoding: never the answers cached without it
+                suffix += f":dry{self.dry_multiplier:g}"
             self._identity = f"llama_cpp:{file_identity(self.path)}{suffix}"
         return self._identity
 
@@ -272,6 +278,7 @@ class LlamaCppModel(Model):
                 bos_token=model.token_get_text(bos) if bos != -1 else "",
                 stop_token_ids=[eos],
             )
+        sampling.install(w.llm, self.dry_multiplier)
         self.extra_buffers = decision
         return w.llm
 
@@ -409,6 +416,14 @@ def default_threads() -> int:
     about 2.9 s with 1 thread but 6-8 s with 2 (and the first call up to 28 s).
     """
     return max(1, (os.cpu_count() or 2) // 2)
+
+
+def _number(name: str, options: dict[str, Any], key: str, default: float) -> float:
+    value = options.get(key, default)
+    why = MODEL_OPTION_VALUES[key].problem(value)
+    if why is not None:
+        raise ModelConfigError(f"model `{name}`: option {key} {why}")
+    return float(value)
 
 
 def _positive_int(name: str, options: dict[str, Any], key: str, default: int) -> int:
