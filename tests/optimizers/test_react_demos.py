@@ -144,3 +144,30 @@ def test_an_artifact_cannot_bring_a_schema_into_a_tools_parameters(tmp_path):
         assert "tools/add/params/0/t" in str(e)
     else:
         raise AssertionError("a bad type form in a tool's parameters was loaded")
+
+
+def test_instruction_search_proposes_and_sets_a_react_steps_instructions(tmp_path):
+    from lmpc.optimizers.instructions import propose_instructions
+    from lmpc.runtime.program import Program
+
+    (tmp_path / "tools.py").write_text(TOOLS)
+    (tmp_path / "p.lmp").write_text(SOURCE)
+    g = compile_file(tmp_path / "p.lmp").graphs["total"]
+
+    def answer(f: dict, demos: int, req) -> dict:
+        if "instruction" in req.json_schema.get("properties", {}):  # the proposer's call
+            return {"instruction": f"Call add on both numbers, then finish with its result ({f.get('tip', '')[:24]})."}
+        return adder(f, demos, req)
+
+    fake = FakeModel("m", answer)
+    ctx = track(OptimizeContext(trainset=[example(2, 3, 1)], devset=[], metric=exact_total, models={"m": fake},
+                                log=lambda _: None, base_dir=tmp_path))
+    proposals, report = propose_instructions(g, ctx, 3, None, {}, 0)
+    assert proposals["s"][0] == "Add the numbers." and len(proposals["s"]) == 3 and report["calls"] >= 2
+    described = [r for r in fake.requests if "instruction" in r.json_schema.get("properties", {})][0]
+    assert "(react)" in described.messages[-1]["content"]  # the proposer is told the step's kind
+    g.nodes["s"]["instructions"] = proposals["s"][1]
+    with Program(g, base_dir=tmp_path, cache=False, trace_log=False, models={"m": FakeModel("m", adder)}) as prog:
+        (res,) = prog.batch([{"a": 1, "b": 2}])
+    assert res.values == {"total": 3}
+    assert res.trace[0].messages[0]["content"].startswith(proposals["s"][1])
