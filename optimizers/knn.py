@@ -26,6 +26,7 @@ from lmpc.optimizers.bootstrap import check_teacher, run_teacher
 from lmpc.optimizers.coverage import choose, label_counts
 from lmpc.optimizers.demos import copy_graph, dedupe, label_fields, rng_for, seeded_order
 from lmpc.optimizers.labeled import labeled_demos, node_labeled_candidates
+from lmpc.optimizers.passages import fit_pools
 from lmpc.runtime.embed import create_embedder, embed_cached
 from lmpc.runtime.prompt import render_inputs
 
@@ -53,6 +54,7 @@ class KNNFewShot(Optimizer):
                 f"({run.errors} errors, {run.calls} calls)")
         out = copy_graph(graph)
         nodes: dict[str, dict[str, Any]] = {}
+        pools: dict[str, list[dict[str, Any]]] = {}
         embedded = 0
         for nid in parameter_sites(graph):
             node = site(graph, nid)
@@ -85,17 +87,25 @@ class KNNFewShot(Optimizer):
                 pool = boot + labeled
                 if label_fields(node):
                     entry["labels"] = label_counts(node, pool)
+            nodes[nid], pools[nid] = entry, pool
+        # demos with passages (a retrieve step's): trimmed before they are embedded and stored
+        pools, fitted = fit_pools(out, {n: p for n, p in pools.items() if p}, o["k"], run.scale,
+                                  run.max_prompt_tokens)
+        for nid, entry in nodes.items():
+            pool = pools.get(nid, [])
+            if nid in fitted:
+                entry["passages"] = fitted[nid]
+                if "labels" in entry:  # a demo that could not fit left the pool
+                    entry["labels"] = label_counts(site(graph, nid), pool)
             if not pool:
                 entry["skipped"] = "no passing teacher run and no labeled demo: the node keeps its demos"
-                nodes[nid] = entry
                 continue
-            vectors = embed_cached(embedder, [render_inputs(node, d["inputs"]) for d in pool], ctx.cache)
+            vectors = embed_cached(embedder, [render_inputs(site(graph, nid), d["inputs"]) for d in pool], ctx.cache)
             embedded += len(pool)
             site(out, nid)["knn"] = {"k": o["k"], "embedder": o["embedder"], "identity": embedder.identity,
                                      "pool": pool, "vectors": vectors}
             site(out, nid)["demos"] = []  # chosen per row at run time
             entry["pool"] = len(pool)
-            nodes[nid] = entry
         sizes = ", ".join(f"`{site(graph, n)['step']}` {e.get('pool', 0)}" for n, e in nodes.items())
         ctx.log(f"{self.name}: pools of demos per step: {sizes}; embedded with {embedder.identity}")
         report = {"seed": seed, "k": o["k"], "embedder": o["embedder"], "embedder_identity": embedder.identity,

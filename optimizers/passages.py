@@ -13,8 +13,10 @@ the demos with passages. A demo over its share loses passages from the end of it
 last ranked first, one list at a time, the longest first; a passage that holds the demo's
 answer text goes last; at least one stays; the passage that would go is cut instead when
 cutting it is enough), then the longest passage is cut at a word boundary and marked with
-TRIM_MARKER. A demo that cannot fit even with every passage cut to
-MIN_PASSAGE_CHARS is dropped, and the share of the others is worked out again.
+TRIM_MARKER. A demo that cannot fit even with every passage cut to MIN_PASSAGE_CHARS is
+dropped, and the share of the others is worked out again. knn_few_shot's pools (fit_pools):
+a row shows k pool demos, any k, so each pool demo fits the share of one of k shown demos
+(one that cannot leaves the pool).
 
 Tokens are estimated from characters with the ratio the teacher's own prompts showed (their
 characters over the prompt tokens the model reported, chat template included, so the estimate
@@ -134,6 +136,28 @@ def trim_demo(node: dict, demo: dict[str, Any], max_chars: float) -> dict[str, A
     return out
 
 
+def _slack(graph: nx.DiGraph, scale: PromptScale, budget: int,
+           demos_of: dict[str, list[dict[str, Any]]]) -> tuple[float, list[tuple[str, int]]]:
+    """What the budget leaves for the demos with passages once every node's own part and the
+    demos without passages are paid, and where those demos are (site, index in demos_of)."""
+    slack = float(budget)
+    trimmable: list[tuple[str, int]] = []
+    for sid in parameter_sites(graph):
+        node = site(graph, sid)
+        slack -= scale.tokens(len(system_message(node)) + scale.input_chars.get(sid, 0)) + TURN_TOKENS // 2
+        for i, d in enumerate(demos_of.get(sid, node.get("demos", []))):
+            if passage_fields(d):
+                trimmable.append((sid, i))
+            else:
+                slack -= scale.tokens(demo_chars(node, d)) + TURN_TOKENS
+    return slack, trimmable
+
+
+def _max_chars(slack: float, demos: int, scale: PromptScale) -> float:
+    share = slack / demos if demos else 0
+    return (share - TURN_TOKENS) * scale.chars_per_token
+
+
 def fit_passages(graph: nx.DiGraph, scale: PromptScale, budget: int | None) -> dict[str, dict[str, list[str]]]:
     """Trim (in place) the demos with passages of every prompt node of `graph` so its prompts fit
     `budget` mean tokens per example; returns per node the sources of the demos `trimmed` and
@@ -141,23 +165,13 @@ def fit_passages(graph: nx.DiGraph, scale: PromptScale, budget: int | None) -> d
     if budget is None:
         return {}
     sites = parameter_sites(graph)
-    slack = float(budget)
-    trimmable: list[tuple[str, int]] = []
-    for sid in sites:
-        node = site(graph, sid)
-        slack -= scale.tokens(len(system_message(node)) + scale.input_chars.get(sid, 0)) + TURN_TOKENS // 2
-        for i, d in enumerate(node.get("demos", [])):
-            if passage_fields(d):
-                trimmable.append((sid, i))
-            else:
-                slack -= scale.tokens(demo_chars(node, d)) + TURN_TOKENS
+    slack, trimmable = _slack(graph, scale, budget, {})
     if not trimmable:
         return {}
     dropped: set[tuple[str, int]] = set()
     while True:
         kept = [t for t in trimmable if t not in dropped]
-        share = slack / len(kept) if kept else 0
-        max_chars = (share - TURN_TOKENS) * scale.chars_per_token
+        max_chars = _max_chars(slack, len(kept), scale)
         fitted = {(sid, i): trim_demo(site(graph, sid), site(graph, sid)["demos"][i], max_chars) for sid, i in kept}
         failed = [t for t in kept if fitted[t] is None]
         if not failed:
@@ -177,3 +191,30 @@ def fit_passages(graph: nx.DiGraph, scale: PromptScale, budget: int | None) -> d
             demos.append(new)
         node["demos"] = demos
     return report
+
+
+def fit_pools(graph: nx.DiGraph, pools: dict[str, list[dict[str, Any]]], k: int, scale: PromptScale,
+              budget: int | None) -> tuple[dict[str, list[dict[str, Any]]], dict[str, dict[str, list[str]]]]:
+    """knn_few_shot: each node in `pools` shows k of its pool per row, whichever k, so every pool
+    demo with passages is trimmed to the share of one of k shown demos; one that cannot fit
+    leaves the pool. Returns the pools and, per node, the `trimmed` and `dropped` sources."""
+    if budget is None:
+        return pools, {}
+    slack, trimmable = _slack(graph, scale, budget, {sid: pool[:k] for sid, pool in pools.items()})
+    if not trimmable:
+        return pools, {}
+    max_chars = _max_chars(slack, len(trimmable), scale)
+    out: dict[str, list[dict[str, Any]]] = {}
+    report: dict[str, dict[str, list[str]]] = {}
+    for sid, pool in pools.items():
+        node = site(graph, sid)
+        out[sid] = []
+        for d in pool:
+            new = trim_demo(node, d, max_chars) if passage_fields(d) else d
+            if new is None:
+                report.setdefault(sid, {}).setdefault("dropped", []).append(d["source"])
+                continue
+            if new is not d:
+                report.setdefault(sid, {}).setdefault("trimmed", []).append(d["source"])
+            out[sid].append(new)
+    return out, report

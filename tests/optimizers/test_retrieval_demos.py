@@ -74,13 +74,13 @@ def rag(tmp_path, monkeypatch):
     return tmp_path, compile_file(tmp_path / "rag.lmp")
 
 
-def run_build(tmp_path, checked, budget):
+def run_build(tmp_path, checked, budget, strategy=None):
     fake = Tokens("m", answer)
     train = [example(t, i) for i, t in enumerate(TOPICS[:5])]
     dev = [example(t, 10 + i) for i, t in enumerate(TOPICS[5:])]
     ctx = track(OptimizeContext(train, dev, exact, base_dir=tmp_path, models={"m": fake}, log=lambda _: None,
                                 max_prompt_tokens=budget))
-    graph, report = build(checked.graphs["rag"], [BootstrapFewShot(max_demos=3, max_labeled=0)], ctx)
+    graph, report = build(checked.graphs["rag"], [strategy or BootstrapFewShot(max_demos=3, max_labeled=0)], ctx)
     return graph, report, fake
 
 
@@ -137,3 +137,17 @@ def test_the_same_demos_and_budget_give_the_same_cuts(rag):
     report = fit_passages(g2, PromptScale(4.0, {"a": 300}), budget=120)
     assert report == {"a": {"dropped": ["train.jsonl:1", "train.jsonl:2"]}} and g2.nodes["a"]["demos"] == []
     assert fit_passages(g2, PromptScale(), budget=None) == {}
+
+
+def test_knn_pools_hold_passages_trimmed_so_any_k_shown_fit_the_budget(rag):
+    from lmpc.optimizers import KNNFewShot
+
+    tmp_path, checked = rag
+    full, full_report, _ = run_build(tmp_path, checked, None, KNNFewShot(k=2))
+    assert all(len(d["inputs"]["context"]) == 3 for d in site(full, "a")["knn"]["pool"])
+    assert full_report["prompt_tokens_after"] > 900
+    graph, report, _ = run_build(tmp_path, checked, 900, KNNFewShot(k=2))
+    pool = site(graph, "a")["knn"]["pool"]
+    assert len(pool) == 5 and all(1 <= len(d["inputs"]["context"]) < 3 for d in pool)
+    assert report["prompt_tokens_after"] <= 900, report["prompt_tokens_after"]
+    assert set(report["strategies"][0]["nodes"]["a"]["passages"]["trimmed"]) == {d["source"] for d in pool}
