@@ -92,8 +92,12 @@ class Performer:
         key is the trajectory: a re-run (or a resumed build) replays the loop from the cache."""
         from lmpc.runtime import react_prompt
 
+        if node.get("knn"):  # knn_few_shot: the pool's trajectories nearest to this row's inputs
+            demos, event.extra["knn"] = self._knn_demos(node).choose(inputs)
+            node = {**node, "demos": demos}
         step = len(trajectory) + 1
-        schema = react_prompt.decoding_schema(node, step)  # before min_steps: no finish branch
+        schema = cap_strings(react_prompt.decoding_schema(node, step),  # before min_steps: no finish branch
+                             self.pool.options(self.model_name(node)).get("text_max_chars"))
         messages = react_prompt.render_messages(node, inputs, trajectory)
         event.extra["react_step"] = step
         text = self._complete(node, messages, schema, react_prompt.decoding_budget(schema), event, run)

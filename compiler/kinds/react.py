@@ -79,9 +79,9 @@ def _whole(v: Any, top: int) -> bool:
 class React(Predict):
     name = "react"
     doc = "a loop of thought, tool call and observation until the model finishes with the outputs"
-    tunable = ("instructions", "demos")
+    tunable = ("instructions", "demos", "knn")
     artifact_keys = ("step", "signature", "model", "inputs", "outputs", "bindings", "instructions", "demos",
-                     "tools", "max_steps", "min_steps", "tool_timeout_s", "span")
+                     "knn", "tools", "max_steps", "min_steps", "tool_timeout_s", "span")
     artifact_required = ("signature", "instructions", "demos", "tools", "max_steps")
     takes_tools = True
     accepts_feedback = False  # a check's feedback has no place in an action's prompt (yet)
@@ -154,20 +154,16 @@ class React(Predict):
 
     def load(self, n: dict, d: dict, where: str, io: Any) -> None:
         demos = n["demos"]
-        io.require(isinstance(demos, list), f"{where}/demos", "demos are a list")
-        plain = []
-        for i, demo in enumerate(demos):
-            io.require(isinstance(demo, dict), f"{where}/demos/{i}", "a demo is an object")
-            traj = demo.get("trajectory", [])
-            io.require(isinstance(traj, list) and all(
-                isinstance(st, dict) and set(st) == {"thought", "tool", "args", "observation"}
-                and isinstance(st["thought"], str) and st["tool"] in n["tools"] and isinstance(st["args"], dict)
-                and isinstance(st["observation"], str) for st in traj), f"{where}/demos/{i}/trajectory",
-                "a trajectory is a list of {thought, tool, args, observation} with tools the node lists")
-            io.require(isinstance(demo.get("thought", ""), str), f"{where}/demos/{i}/thought", "a string")
-            plain.append({k: v for k, v in demo.items() if k not in ("trajectory", "thought")})
-        super().load({**n, "demos": plain}, d, where, io)
+        knn = n.get("knn")
+        pool = knn.get("pool") if isinstance(knn, dict) else None
+        # trajectories checked here; the rest of each demo (and of a kNN pool's) as predict's
+        plain = {**n, "demos": self._plain_demos(n, demos, f"{where}/demos", io)}
+        if isinstance(pool, list):
+            plain["knn"] = {**knn, "pool": self._plain_demos(n, pool, f"{where}/knn/pool", io)}
+        super().load(plain, d, where, io)
         d["demos"] = demos
+        if "knn" in d:
+            d["knn"] = knn
         tools = n["tools"]
         io.require(isinstance(tools, dict) and FINISH not in tools, f"{where}/tools",
                    "tools map names (not `finish`) to their specs")
@@ -192,6 +188,24 @@ class React(Predict):
             io.require(isinstance(low, int) and not isinstance(low, bool) and 0 < low <= steps,
                        f"{where}/min_steps", "a whole number from 1 to max_steps")
             d["min_steps"] = low
+
+    @staticmethod
+    def _plain_demos(n: dict, demos: Any, where: str, io: Any) -> Any:
+        if not isinstance(demos, list):
+            return demos  # predict's check says what is wrong
+        plain = []
+        for i, demo in enumerate(demos):
+            io.require(isinstance(demo, dict), f"{where}/{i}", "a demo is an object")
+            traj = demo.get("trajectory", [])
+            io.require(isinstance(traj, list) and all(
+                isinstance(st, dict) and set(st) == {"thought", "tool", "args", "observation"}
+                and isinstance(st["thought"], str) and isinstance(n.get("tools"), dict) and st["tool"] in n["tools"]
+                and isinstance(st["args"], dict)
+                and isinstance(st["observation"], str) for st in traj), f"{where}/{i}/trajectory",
+                "a trajectory is a list of {thought, tool, args, observation} with tools the node lists")
+            io.require(isinstance(demo.get("thought", ""), str), f"{where}/{i}/thought", "a string")
+            plain.append({k: v for k, v in demo.items() if k not in ("trajectory", "thought")})
+        return plain
 
     def label(self, nid: str, d: dict) -> str:
         outs = ", ".join(f"{n}: {f['type']}" for n, f in d.get("outputs", {}).items())

@@ -171,3 +171,42 @@ def test_instruction_search_proposes_and_sets_a_react_steps_instructions(tmp_pat
         (res,) = prog.batch([{"a": 1, "b": 2}])
     assert res.values == {"total": 3}
     assert res.trace[0].messages[0]["content"].startswith(proposals["s"][1])
+
+
+def test_knn_few_shot_on_a_react_step_chooses_trajectories_per_row_and_round_trips(tmp_path):
+    from lmpc.compiler.artifact import load_artifact
+    from lmpc.optimizers import KNNFewShot
+    from lmpc.runtime.embed import Embedder, register_embedder
+    from lmpc.runtime.program import Program
+
+    class Digits(Embedder):  # deterministic: the row's first number, on a circle
+        identity, dim = "test:digits:v1", 2
+
+        def embed(self, texts):
+            import math
+            nums = [int("".join(c for c in t.split("a: ")[1].split("\n")[0] if c.isdigit()) or 0) for t in texts]
+            return [[math.cos(n / 10), math.sin(n / 10)] for n in nums]
+
+    register_embedder("digits", lambda: Digits())
+    try:
+        (tmp_path / "tools.py").write_text(TOOLS)
+        (tmp_path / "p.lmp").write_text(SOURCE)
+        checked = compile_file(tmp_path / "p.lmp")
+        ctx = track(OptimizeContext(trainset=[example(2, 3, 1), example(10, 20, 2), example(30, 1, 3)], devset=[],
+                                    metric=exact_total, models={"m": FakeModel("m", adder)}, log=lambda _: None,
+                                    base_dir=tmp_path))
+        result = KNNFewShot(k=1, embedder="digits").compile(checked.graphs["total"], ctx)
+        knn = result.graph.nodes["s"]["knn"]
+        assert len(knn["pool"]) == 3 and all(d["trajectory"][0]["tool"] == "add" for d in knn["pool"])
+        out = tmp_path / "total.lmpc.json"
+        write_artifact(out, make_artifact(checked, "total", {"total": result.graph}, out, {}, {}))
+        loaded = load_artifact(out).graph
+        assert loaded.nodes["s"]["knn"]["pool"] == knn["pool"]
+        fake = FakeModel("m", adder)
+        with Program(loaded, base_dir=tmp_path, cache=False, trace_log=False, models={"m": fake}) as prog:
+            (res,) = prog.batch([{"a": 11, "b": 1}])
+        assert res.values == {"total": 12}
+        assert res.trace[0].extra["knn"][0]["source"] == "train.jsonl:2"  # 10 + 20 is nearest to 11 + 1
+        assert "a: 10" in fake.requests[0].messages[1]["content"]  # its trajectory is in the prompt
+    finally:
+        register_embedder("digits", None)
