@@ -200,3 +200,26 @@ def test_an_action_that_does_not_fit_the_grammar_fails_the_row_keeping_the_raw_t
     (res,), _ = run(program_dir, [{"question": "direct"}], answer=invents)
     assert res.error is not None and "the model's action" in str(res.error)
     assert json.loads(res.error.raw_text)["tool"] == "search_the_web"
+
+
+def test_a_react_step_in_a_called_pipeline_and_in_a_map_body(program_dir):
+    (program_dir / "p.lmp").write_text('''
+model m = llama_cpp(builtin: "smollm2-135m")
+tool calc = "tools.py:calculator"
+signature Solve = "Solve." question -> answer: float
+pipeline inner(question: str) -> (answer: float) {
+    a = react Solve(question: question) tools [calc] max_steps 3
+    return answer: a.answer
+}
+pipeline solve(question: str, more: list[str]) -> (answer: float, each: list[float]) {
+    x = inner(question: question)
+    m = map inner(question: q) for q in more
+    return answer: x.answer, each: m.answer
+}
+''')
+    g = compile_file(program_dir / "p.lmp").graphs["solve"]
+    fake = FakeModel("m", agent)
+    with Program(g, base_dir=program_dir, cache=False, trace_log=False, models={"m": fake}) as prog:
+        (res,) = prog.batch([{"question": "calc 2 * 3", "more": ["calc 1 + 1", "direct"]}])
+    assert res.error is None and res.values == {"answer": 6.0, "each": [2.0, 1.0]}
+    assert sorted(e.step for e in res.trace if e.kind == "tool") == ["m[0]/inner/a", "x/a"]
