@@ -1,7 +1,7 @@
 """The embedded retrieval index (runtime/retrieval.py) on a tiny real-text corpus, with the
 real e5-small embedder: each mode finds the expected passage; the index is built once and
 reopened without embedding anything; a changed corpus rebuilds it; bad rows are reported by
-file:line and skipped."""
+file:line, fatal as in data files unless skip_bad_rows."""
 
 import json
 
