@@ -1,6 +1,7 @@
 """A react step on the real embedded model (SmolLM2-135M through llama.cpp): every action is
 well formed (decoded under the action grammar), the calculator tool really runs, the loop
-stays within max_steps, and the row's trajectory is in its trace."""
+stays within max_steps, the row's trajectory is in its trace (lmpc inspect), and the program
+with its trajectory demos, built as an artifact, runs in a fresh process only with trust."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import sys
 from pathlib import Path
 
 from lmpc.compiler import compile_file
+from lmpc.compiler.artifact import make_artifact, place_code, write_artifact
 from lmpc.runtime.program import Program
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "agent"
@@ -42,7 +44,8 @@ DEMOS = [demo("What is 6 * 7?", "6 * 7", 42.0),
 def test_actions_are_well_formed_and_the_calculator_runs(tmp_path):
     (tmp_path / "p.lmp").write_text(SOURCE)
     (tmp_path / "tools.py").write_text((EXAMPLE / "tools.py").read_text())
-    g = compile_file(tmp_path / "p.lmp").graphs["solve"]
+    checked = compile_file(tmp_path / "p.lmp")
+    g = checked.graphs["solve"]
     g.nodes["a"]["demos"] = DEMOS
     rows = [{"question": "What is 17 * 23?"}, {"question": "What is 120 + 45?"}]
     with Program(g, base_dir=tmp_path, cache=tmp_path / "calls.sqlite", trace_log=tmp_path / "traces.jsonl") as prog:
@@ -65,3 +68,15 @@ def test_actions_are_well_formed_and_the_calculator_runs(tmp_path):
                            capture_output=True, text=True, check=True).stdout
     assert "a (tool, " in shown and 'calculator({"expression": "17 * 23"}) -> 391.0' in shown
     assert '"tool": "finish"' in shown
+
+    # the program with its trajectory demos as an artifact: refused without trust, then run in a
+    # fresh process (its actions come from the cache this run filled)
+    out = tmp_path / "build" / "solve.lmpc.json"
+    place_code({"solve": g}, {}, tmp_path, out)
+    write_artifact(out, make_artifact(checked, "solve", {"solve": g}, out, {}, {}))
+    cmd = [sys.executable, "-m", "lmpc", "run", str(out), "-i", "question=What is 17 * 23?", "--cache-dir", str(tmp_path)]
+    refused = subprocess.run(cmd, capture_output=True, text=True)
+    assert refused.returncode == 2 and "--trust-code" in refused.stderr
+    ran = subprocess.run(cmd + ["--trust-code", "--json"], capture_output=True, text=True)
+    assert ran.returncode == 0, ran.stderr
+    assert json.loads(ran.stdout)["outputs"] == results[0].values
