@@ -6,8 +6,8 @@ Why a thread and not a process: a tool is an ordinary Python function of the use
 more than most tools (a fork of a process holding llama.cpp threads, or a fresh interpreter
 that imports the file again) and would need picklable arguments and results. Measured on
 the example's calculator (2-core CPU): 0.03 ms called directly, 0.26 ms in a thread, 187 ms
-in a fresh interpreter (/tmp benchmark, not kept). A thread cannot
-be killed, so on timeout the call is abandoned: the row goes on with a timeout observation,
+in a fresh interpreter. A thread cannot be killed, so on timeout the call is abandoned: the
+row goes on with a timeout observation,
 the thread runs on in the background until the function returns (a daemon thread: it does
 not keep the process alive), and its result is dropped. A tool that may hang forever should
 bound its own I/O (timeouts on its sockets).
