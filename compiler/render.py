@@ -20,6 +20,11 @@ def _label(nid: str, d: dict) -> str:
     return label
 
 
+def _body_title(d: dict) -> str:
+    """What a node's body is: run per item (map), or best_of's judge run per sample."""
+    return "the judge of each sample" if d["kind"] == "best_of" else "each item"
+
+
 def _check_label(c: dict) -> str:
     mode = "soft" if c["soft"] else "hard"
     return f"check {c['text']} ({mode}, retries {c['retries']}) else {c['message']}"
@@ -56,7 +61,7 @@ def _mermaid_nodes(g: nx.DiGraph, prefix: str, indent: str) -> list[str]:
             lines.append(f'{indent}{_mermaid_id(prefix + nid)} -.-> {cid}')
         if "body" in d:  # a node's body: a subgraph, run once per item
             sub = site_id(prefix + nid, "")
-            lines.append(f'{indent}subgraph {_mermaid_id(sub)}["{esc(f"{nid}: each item")}"]')
+            lines.append(f'{indent}subgraph {_mermaid_id(sub)}["{esc(f"{nid}: {_body_title(d)}")}"]')
             lines += _mermaid_nodes(d["body"], sub, indent + "  ")
             lines += _mermaid_edges(d["body"], sub, indent + "  ")
             lines.append(f"{indent}end")
@@ -95,7 +100,7 @@ def _dot_lines(g: nx.DiGraph, prefix: str, indent: str) -> list[str]:
         if "body" in d:  # a node's body: a cluster, run once per item
             sub = site_id(prefix + nid, "")
             lines.append(f"{indent}subgraph {_q('cluster_' + sub)} {{")
-            lines.append(f"{indent}  label={_q(f'{nid}: each item')};")
+            lines.append(f"{indent}  label={_q(f'{nid}: {_body_title(d)}')};")
             lines += _dot_lines(d["body"], sub, indent + "  ")
             lines.append(f"{indent}}}")
     for u, v, d in sorted(g.edges(data=True)):

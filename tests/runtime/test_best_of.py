@@ -176,3 +176,18 @@ pipeline p(question: str) -> (answer: str) {
         assert len({e.trace_id for e in res.trace}) == 4
         assert [e.extra["best_of"] for e in res.trace if e.step == "b"] == [
             {"sample": 0, "reward": 0.0, "chosen": False}, {"sample": 1, "reward": 1.0, "chosen": True}]
+
+
+def test_graph_draws_the_judge_as_the_subgraph_of_each_sample():
+    from lmpc.compiler.render import to_dot, to_mermaid
+
+    g = compile_source(HEADER + JUDGE + '''
+pipeline p(question: str) -> (answer: str) {
+    b = best_of Answer(question: question) n 4 reward judge threshold 1
+    return answer: b.answer
+}
+''').graphs["p"]
+    text = to_mermaid(g)
+    assert "b = best_of Answer -> (answer: str) [best of 4 by judge `judge`, until 1.0]" in text
+    assert '["b: the judge of each sample"]' in text and "judge/j = predict Judge" in text
+    assert 'label="b: the judge of each sample";' in to_dot(g)

@@ -156,3 +156,31 @@ def test_evaluate_reports_each_checks_failures_repairs_and_still_failing(capsys)
     print_checks(checks)
     assert capsys.readouterr().out == ("check <string>:6 `len(a.answer) <= 10` (hard, step `a`): failed on 2 of 3, "
                                        "repaired 1, still failing 1 (3 retries)\n")
+
+
+def test_a_check_inside_a_mapped_pipeline_retries_the_item_and_reports_per_item():
+    source = '''
+model m = llama_cpp(builtin: "smollm2-135m")
+signature Answer = question -> answer: str
+pipeline one(question: str) -> (answer: str) {
+    a = predict Answer(question: question)
+    check len(a.answer) <= 10 else "Answer in one short phrase" soft retries 1
+    return answer: a.answer
+}
+pipeline p(questions: list[str]) -> (answers: list[str]) {
+    each = map one(question: q) for q in questions
+    return answers: each.answer
+}
+'''
+    g = compile_source(source).graphs["p"]
+
+    def answer(f, demos, req):
+        if f["question"] == "fixable":
+            return _long_then_short(f, demos, req)
+        return _always_long(f, demos, req) if f["question"] == "never" else {"answer": "fine"}
+
+    (res,), fake = _run(g, answer, [{"questions": ["fine", "fixable", "never"]}])
+    assert res.error is None and res.values == {"answers": ["fine", "ok", "a very long answer indeed"]}
+    assert len(fake.requests) == 5
+    assert [(o["failed"], o["passed"]) for o in res.checks] == [(0, True), (1, True), (2, False)]
+    assert [e.step for e in res.trace if e.extra.get("attempt")] == ["each[1]/one/a", "each[2]/one/a"]
