@@ -7,9 +7,11 @@ rendered messages and output grammar) go through
         once as declared (reproducible: every call's output is independent of the calls
         before it, which re-evaluates up to 15 cached prompt tokens per call) and once with
         `reproducible: false` (llama-cpp-python's own full prefix reuse, as the raw loop);
+and, with --slots N, once more on the batched engine (`engine: "batched", slots: N`,
+runtime/models/batch_engine.py: the calls decoded together as parallel sequences);
 then a cache-filled Program.batch measures calls/s served from the cache.
 
-    .venv/bin/python bench/runtime/bench_runtime.py [--n 100] [--repeats 2]
+    .venv/bin/python bench/runtime/bench_runtime.py [--n 100] [--repeats 2] [--slots 4]
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, default=100)
     ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--slots", type=int, default=0, help="also time the batched engine with this many slots")
     args = ap.parse_args()
     texts = load_texts(args.n)
     rows = [{"text": t} for t in texts]
@@ -76,12 +79,19 @@ def main() -> None:
     def lmpc_pass(p=prog) -> list[str]:
         return [r.label for r in p.batch(rows)]
 
+    batched = None
+    if args.slots:
+        src = EXAMPLE.read_text().replace("temperature: 0)", f'temperature: 0, engine: "batched", slots: {args.slots})')
+        batched = lmpc.compile_source(src, str(EXAMPLE), base_dir=EXAMPLE.parent, cache=False, trace_log=False)
+        lmpc_pass(batched)
     raw_pass(), lmpc_pass(), lmpc_pass(free)  # warm all: model load, grammar build, page cache
-    raw_times, lmpc_times, free_times = [], [], []
+    raw_times, lmpc_times, free_times, batch_times = [], [], [], []
     for _ in range(args.repeats):
         t0 = time.perf_counter(); raw_labels = raw_pass(); raw_times.append(time.perf_counter() - t0)
         t0 = time.perf_counter(); lmpc_labels = lmpc_pass(); lmpc_times.append(time.perf_counter() - t0)
         t0 = time.perf_counter(); free_labels = lmpc_pass(free); free_times.append(time.perf_counter() - t0)
+        if batched is not None:
+            t0 = time.perf_counter(); batch_labels = lmpc_pass(batched); batch_times.append(time.perf_counter() - t0)
     agree = sum(a == b for a, b in zip(raw_labels, lmpc_labels))
     agree_free = sum(a == b for a, b in zip(raw_labels, free_labels))
     prog.close()
@@ -105,6 +115,13 @@ def main() -> None:
     print(f"| lmpc, reproducible (default) | {ours:.2f} s ({fmt(lmpc_times)}) |")
     print(f"| lmpc overhead, reproducible (default) | {100 * (ours - raw) / raw:+.1f} % |")
     print(f"| same labels as raw: reproducible / free | {agree}/{len(texts)} / {agree_free}/{len(texts)} |")
+    if batched is not None:
+        ours_batched = statistics.median(batch_times)
+        agree_batched = sum(a == b for a, b in zip(raw_labels, batch_labels))
+        print(f"| lmpc, batched engine ({args.slots} slots) | {ours_batched:.2f} s ({fmt(batch_times)}) |")
+        print(f"| batched throughput over raw sequential | {raw / ours_batched:.2f}x |")
+        print(f"| same labels as raw: batched | {agree_batched}/{len(texts)} |")
+        batched.close()
     print(f"| cached re-run | {hits} hits in {hit_s:.3f} s = {len(texts) / hit_s:.0f} calls/s |")
 
 

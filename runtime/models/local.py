@@ -26,12 +26,13 @@ from concurrent.futures import Future
 from pathlib import Path
 from typing import Any, Callable, TypeVar
 
-from lmpc.compiler.options import MODEL_OPTION_VALUES, PROVIDER_OPTIONS
+from lmpc.compiler.options import ENGINES, MODEL_OPTION_VALUES, PROVIDER_OPTIONS
 from lmpc.runtime.errors import LmpcRuntimeError, ModelConfigError, ModelNotFoundError
 from lmpc.runtime.models.base import Completion, GenerationRequest, Model, check_options
 from lmpc.runtime.models.llama_system import ExtraBuffers, extra_buffers_for, load_llama, parse_setting
 from lmpc.runtime.models import sampling
 from lmpc.runtime.models.resolve import file_identity, resolve_model_file
+from lmpc.runtime.models.batch_engine import DEFAULT_SLOTS
 from lmpc.runtime.models.sampling import DRY_MULTIPLIER
 
 T = TypeVar("T")
@@ -141,22 +142,35 @@ class _Worker:
         self.formatter: Any = None  # Jinja2ChatFormatter of the GGUF's chat template, or None
         self.trusted = 0  # KV positions evaluated as prompt chunks by the last call
         self.grammars: dict[str, Any] = {}  # schema key -> LlamaGrammar
+        self.engine: Any = None  # batch_engine.BatchEngine (engine: "batched"), made on first call
         self.thread = threading.Thread(target=self.serve, name=f"lmpc-llama-{name}", daemon=True)
         self.thread.start()
 
     def serve(self) -> None:
+        from lmpc.runtime.models import batch_engine
+
         while (item := self.queue.get()) is not None:
-            fn, fut = item
+            if isinstance(item[0], batch_engine.Job):
+                if not batch_engine.serve(self.queue, item, self.run):
+                    break  # it took the close sentinel: the calls queued before it are done
+            else:
+                self.run(item)
             item = None  # drop references to the request before waiting again
-            if fut.set_running_or_notify_cancel():
-                try:
-                    fut.set_result(fn())
-                except BaseException as e:  # delivered to the caller's thread
-                    fut.set_exception(e)
-            fn = fut = None  # type: ignore[assignment]
+        if self.engine is not None:
+            self.engine.close()
+            self.engine = None
         if self.llm is not None:
             self.llm.close()  # frees the context on the thread that used it
             self.llm = None
+
+    @staticmethod
+    def run(item: tuple[Callable[[], Any], Future]) -> None:
+        fn, fut = item
+        if fut.set_running_or_notify_cancel():
+            try:
+                fut.set_result(fn())
+            except BaseException as e:  # delivered to the caller's thread
+                fut.set_exception(e)
 
 
 class LlamaCppModel(Model):
@@ -175,6 +189,11 @@ class LlamaCppModel(Model):
         # the repetition guard of free text (sampling.py); 0 turns it off
         self.dry_multiplier = _number(name, options, "dry_multiplier", DRY_MULTIPLIER)
         # auto | True | False; decided against this machine at load (see llama_system.py)
+        # single: one call at a time (the default); batched: batch_engine.py, `slots` calls at once
+        self.engine = options.get("engine", "single")
+        if self.engine not in ENGINES:
+            raise ModelConfigError(f"model `{name}`: option engine is one of {', '.join(ENGINES)}, not {self.engine!r}")
+        self.slots = _positive_int(name, options, "slots", DEFAULT_SLOTS)
         self.extra_buffers_option = parse_setting(options.get("extra_buffers", "auto"),
                                                   f"model `{name}`: option extra_buffers")
         self.extra_buffers: ExtraBuffers | None = None  # the decision the load applied
@@ -191,6 +210,8 @@ class LlamaCppModel(Model):
             suffix = "" if self.reproducible else ":free-prefix"
             if self.dry_multiplier:  # a different decoding: never the answers cached without it
                 suffix += f":dry{self.dry_multiplier:g}"
+            if self.engine == "batched":  # another context layout (not shown to give the same numbers)
+                suffix += ":batched"
             self._identity = f"llama_cpp:{file_identity(self.path)}{suffix}"
         return self._identity
 
@@ -200,9 +221,13 @@ class LlamaCppModel(Model):
 
     @property
     def supports_concurrency(self) -> bool:
-        return False
+        return self.engine == "batched"  # the executor then sends calls at once; the engine batches them
 
     def generate(self, req: GenerationRequest) -> Completion:
+        if self.engine == "batched":
+            from lmpc.runtime.models.batch_engine import Job
+
+            return self._submit_item(Job(prepare=lambda: self._prepare(req), engine=self._batch_engine))
         return self._submit(lambda: self._generate(req))
 
     def close(self) -> None:
@@ -218,6 +243,9 @@ class LlamaCppModel(Model):
 
     # -- on the worker thread ----------------------------------------------------------
     def _submit(self, fn: Callable[[], T]) -> T:
+        return self._submit_item(fn)
+
+    def _submit_item(self, work: Any) -> Any:
         fut: Future = Future()
         with self._lock:
             if self._closed:
@@ -225,7 +253,7 @@ class LlamaCppModel(Model):
             if self._worker is None:
                 self._worker = _Worker(self.name)
                 weakref.finalize(self, self._worker.queue.put, None)
-            self._worker.queue.put((fn, fut))
+            self._worker.queue.put((work, fut))
         return fut.result()
 
     def _has_chat_template(self) -> bool:
@@ -248,7 +276,7 @@ class LlamaCppModel(Model):
             w.llm = load_llama(
                 decision.enabled,
                 model_path=str(self.path),
-                n_ctx=self.n_ctx,
+                n_ctx=self.n_ctx if self.engine == "single" else PREFIX_CHUNK * 8,  # batched: its own context
                 n_batch=PREFIX_CHUNK if self.reproducible else FREE_BATCH,
                 n_ubatch=PREFIX_CHUNK if self.reproducible else FREE_BATCH,
                 n_threads=self.n_threads,
@@ -364,6 +392,35 @@ class LlamaCppModel(Model):
             keep -= PREFIX_CHUNK
         if keep < llm.n_tokens:
             llm.n_tokens = max(keep, 0)  # llama-cpp-python matches against input_ids[:n_tokens]
+
+    # -- the batched engine (batch_engine.py), on the worker thread -------------------------
+    def _batch_engine(self) -> Any:
+        w = self._w
+        if w.engine is None:
+            from lmpc.runtime.models.batch_engine import BatchEngine
+
+            w.engine = BatchEngine(self._load(), self.slots, self.n_ctx, self.n_threads, PREFIX_CHUNK,
+                                   self.dry_multiplier)
+        return w.engine
+
+    def _prepare(self, req: GenerationRequest) -> Any:
+        from lmpc.runtime.models.batch_engine import Prepared
+
+        self._load()
+        grammar = self._grammar(req.json_schema) if req.json_schema is not None else None
+        tokens, stop, _ = self._prompt(req, grammar is not None)  # end of generation covers the criteria
+        chat = self._w.formatter is not None
+
+        def finish(text: str, prompt_tokens: int, completion_tokens: int, reason: str) -> Completion:
+            if grammar is not None:
+                text = text.strip()  # the grammar's optional spaces around the JSON value
+            elif not chat:
+                text = text.lstrip(" ")  # the space after a base prompt's `Output:` label
+            return Completion(text=text, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
+                              finish_reason=reason)
+
+        return Prepared(tokens=tokens, stop=stop, grammar=grammar, temperature=req.temperature, seed=req.seed,
+                        max_tokens=req.max_tokens, finish=finish)
 
     def _generate(self, req: GenerationRequest) -> Completion:
         import llama_cpp
