@@ -72,7 +72,9 @@ class E5Embedder(Embedder):
     advises it for symmetric tasks (similarity between texts of one kind), and on the
     sentiment example (40 train, 120 held-out rows) the k nearest train rows shared the
     input's label more often with query/query (0.753 at k=3) than with passage/passage
-    (0.739) or query-for-inputs/passage-for-pool (0.731).
+    (0.739) or query-for-inputs/passage-for-pool (0.731). Retrieval indexes embed their
+    passages the same way: on examples/rag's dev questions, recall@5 was 0.833 with
+    query/query and 0.767 with the model card's query/passage split (train: 0.867, 0.833).
     """
 
     def __init__(self) -> None:

@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import shutil
 import sys
 import tempfile
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,6 +35,9 @@ __all__ = ["MODES", "Hit", "RetrievalError", "RetrievalIndex", "embed_corpus", "
 MODES = ("bm25", "dense", "hybrid")
 RRF_K = 60  # the constant of reciprocal rank fusion (Cormack et al. 2009)
 FORMAT = 2  # bumped when the saved layout or the key changes (part of the folder's key)
+IVF_MIN = 50_000  # passages; above, the dense index is an inverted file (dense_index)
+NPROBE = 32  # lists an IVF search visits (of about sqrt(n))
+_OMP_LOCK = threading.Lock()
 EMBED_BATCH = 64  # passages per embedder call while indexing: a step of the progress bar
 
 
@@ -125,8 +130,7 @@ class RetrievalIndex:
                 faiss = _need("faiss")
                 assert embedder is not None
                 vectors = embed_corpus(embedder, texts, f"{label}: embedding {len(texts)} passages")
-                dense = faiss.IndexFlatIP(vectors.shape[1])  # exact search: a corpus that fits one machine
-                dense.add(vectors)
+                dense = dense_index(vectors)
                 faiss.write_index(dense, str(tmp / "dense.faiss"))
             (tmp / "key.json").write_text(key)
             # written last: its presence marks a complete index
@@ -184,8 +188,43 @@ class RetrievalIndex:
         np = _need("numpy")
         assert self.embedder is not None
         vectors = np.asarray(self.embedder.embed(list(queries)), dtype="float32")
-        scores, docs = self.dense.search(vectors, k)
+        scores, docs = _search(self.dense, vectors, k)
         return [[(int(d), float(s)) for d, s in zip(dr, sr) if d >= 0] for dr, sr in zip(docs, scores)]
+
+
+def dense_index(vectors: Any) -> Any:
+    """A FAISS inner-product index over the passages' vectors: exact (IndexFlatIP) up to
+    IVF_MIN passages; above, an inverted file (IndexIVFFlat, about sqrt(n) lists, NPROBE of
+    them searched), because an exact scan of 100k 384-d vectors takes about 40 ms on 2 cores
+    (bench/retrieval). The coarse centroids come from FAISS's k-means (fixed seed), so a
+    rebuild of the same corpus gives the same index."""
+    faiss, np = _need("faiss"), _need("numpy")
+    n, dim = vectors.shape
+    if n <= IVF_MIN:
+        index = faiss.IndexFlatIP(dim)
+    else:
+        lists = int(round(math.sqrt(n)))
+        index = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, lists, faiss.METRIC_INNER_PRODUCT)
+        index.cp.seed = 1234
+        index.train(np.ascontiguousarray(vectors))
+        index.nprobe = min(NPROBE, lists)  # saved with the index by faiss.write_index
+    index.add(vectors)
+    return index
+
+
+def _search(index: Any, vectors: Any, k: int) -> tuple[Any, Any]:
+    """index.search, on one OpenMP thread for a few queries: FAISS's default pool (one thread
+    per core) made a single query's search about 3x slower on a busy 2-core machine."""
+    faiss = _need("faiss")
+    if len(vectors) > 8:
+        return index.search(vectors, k)
+    with _OMP_LOCK:  # the thread count is process-wide: set and restored by one search at a time
+        before = faiss.omp_get_max_threads()
+        faiss.omp_set_num_threads(1)
+        try:
+            return index.search(vectors, k)
+        finally:
+            faiss.omp_set_num_threads(before)
 
 
 def _rrf(a: list[tuple[int, float]], b: list[tuple[int, float]], k: int) -> list[tuple[int, float]]:

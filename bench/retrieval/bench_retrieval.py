@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Index build time and peak memory, and search latency, of lmpc's embedded retrieval index
-(runtime/retrieval.RetrievalIndex: bm25s for BM25, FAISS IndexFlatIP for dense, RRF for
-hybrid), through its public API (RetrievalIndex.open / .search).
+(runtime/retrieval.RetrievalIndex: bm25s for BM25, FAISS for dense: IndexFlatIP, or
+IndexIVFFlat above 50k passages; RRF for hybrid), through its public API (RetrievalIndex.open / .search).
 
 Corpora (written as JSONL files, as a user's corpus is):
 - real: paragraphs of real English text from this interpreter's standard library: the

@@ -121,3 +121,36 @@ def test_without_the_extra_the_error_says_how_to_install_it(tmp_path, corpus, mo
     monkeypatch.setitem(sys.modules, "bm25s", None)  # as if not installed: import raises ImportError
     with pytest.raises(RetrievalError, match=r"bm25s.*pip install 'lmpc\[retrieval\]'"):
         RetrievalIndex.open(corpus, "text", "id", "bm25", None, tmp_path / "cache")
+
+
+def test_a_large_corpus_gets_an_inverted_file_that_finds_what_the_exact_index_finds(monkeypatch):
+    """Above IVF_MIN passages the dense index is FAISS's IVF (searched in NPROBE lists): on
+    clustered vectors (as real embeddings are) its top 5 match the exact scan's, and the same
+    vectors build the same index (fixed k-means seed)."""
+    import faiss
+    import numpy as np
+
+    from lmpc.runtime import retrieval
+
+    monkeypatch.setattr(retrieval, "IVF_MIN", 1000)
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(40, 64))
+    vectors = (centres[rng.integers(0, 40, 4000)] + 0.3 * rng.normal(size=(4000, 64))).astype("float32")
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    queries = vectors[rng.integers(0, 4000, 50)] + 0.05 * rng.normal(size=(50, 64)).astype("float32")
+    queries = (queries / np.linalg.norm(queries, axis=1, keepdims=True)).astype("float32")
+
+    ivf = retrieval.dense_index(vectors)
+    assert isinstance(ivf, faiss.IndexIVFFlat) and ivf.nprobe == retrieval.NPROBE
+    exact = retrieval.dense_index(vectors[:1000])
+    assert isinstance(exact, faiss.IndexFlatIP)
+    flat = faiss.IndexFlatIP(64)
+    flat.add(vectors)
+    _, want = flat.search(queries, 5)
+    _, got = retrieval._search(ivf, queries[:3], 5)  # the one-thread path
+    _, got_all = retrieval._search(ivf, queries, 5)
+    assert (got == got_all[:3]).all()
+    overlap = np.mean([len(set(a) & set(b)) / 5 for a, b in zip(want, got_all)])
+    assert overlap >= 0.95, overlap
+    _, again = retrieval._search(retrieval.dense_index(vectors), queries, 5)
+    assert (again == got_all).all()
