@@ -207,11 +207,13 @@ class LlamaCppModel(Model):
     @property
     def identity(self) -> str:
         if self._identity is None:
-            suffix = "" if self.reproducible else ":free-prefix"
+            suffix = ""
             if self.dry_multiplier:  # a different decoding: never the answers cached without it
                 suffix += f":dry{self.dry_multiplier:g}"
             if self.engine == "batched":  # another context layout (not shown to give the same numbers)
                 suffix += ":batched"
+            if not self.reproducible:
+                suffix += ":free-prefix"
             self._identity = f"llama_cpp:{file_identity(self.path)}{suffix}"
         return self._identity
 
