@@ -184,3 +184,19 @@ pipeline p(questions: list[str]) -> (answers: list[str]) {
     assert len(fake.requests) == 5
     assert [(o["failed"], o["passed"]) for o in res.checks] == [(0, True), (1, True), (2, False)]
     assert [e.step for e in res.trace if e.extra.get("attempt")] == ["each[1]/one/a", "each[2]/one/a"]
+
+
+def test_a_check_on_a_conditional_step_runs_only_when_the_step_runs():
+    source = '''
+model m = llama_cpp(builtin: "smollm2-135m")
+signature Answer = question -> answer: str
+pipeline p(question: str) -> (answer: str?) {
+    a = predict Answer(question: question) when len(question) > 3
+    check a.answer == null or len(a.answer) <= 10 else "Answer in one short phrase"
+    return answer: a.answer
+}
+'''
+    skipped, ran = _run(compile_source(source).graphs["p"], _long_then_short,
+                        [{"question": "hi"}, {"question": "hello there"}])[0]
+    assert skipped.values == {"answer": None} and skipped.checks == [] and skipped.trace == []
+    assert ran.values == {"answer": "ok"} and ran.checks[0]["failed"] == 1 and ran.checks[0]["passed"]
