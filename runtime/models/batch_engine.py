@@ -217,7 +217,12 @@ def serve(q: "queue.SimpleQueue", first: tuple[Job, Future], run_other: Callable
     steps through run_other. Returns False when the close sentinel was taken from the queue
     (the worker must then stop after this)."""
     pending: deque[tuple[Job, Future]] = deque([first])
-    engine = first[0].engine()
+    try:
+        engine = first[0].engine()
+    except BaseException as e:  # noqa: BLE001 - e.g. the model or the context does not load
+        if first[1].set_running_or_notify_cancel():
+            first[1].set_exception(e)
+        return True
     open_ = True
     while pending or engine.active:
         while pending and engine.free_slots():

@@ -13,7 +13,7 @@ import jsonschema
 import pytest
 
 import lmpc
-from lmpc.runtime.errors import ModelConfigError
+from lmpc.runtime.errors import ModelConfigError, ModelNotFoundError
 from lmpc.runtime.models import GenerationRequest, create_model
 
 LABEL = {"type": "object", "properties": {"label": {"type": "string", "enum": ["positive", "negative"]}},
@@ -51,6 +51,26 @@ def test_options_are_checked():
         create_model("m", "llama_cpp", {"builtin": "smollm2-135m", "engine": "batched", "slots": 0})
     m = create_model("m", "llama_cpp", {"builtin": "smollm2-135m", "engine": "batched"})
     assert m.supports_concurrency and m.identity.endswith(":batched")
+
+
+def test_a_model_that_does_not_load_is_an_error_for_each_call_not_a_hang(tmp_path):
+    bad = tmp_path / "bad.gguf"
+    bad.write_bytes(b"not a gguf file")
+    model = create_model("bad", "llama_cpp", {"path": str(bad), "engine": "batched"})
+    errors: list[BaseException] = []
+
+    def call() -> None:
+        try:
+            model.generate(ask("hi", LABEL))
+        except Exception as e:  # noqa: BLE001 - what the caller gets
+            errors.append(e)
+
+    for _ in range(2):  # the owner thread survives the first failure
+        t = threading.Thread(target=call, daemon=True)
+        t.start()
+        t.join(60)
+    assert len(errors) == 2 and all(isinstance(e, ModelNotFoundError) for e in errors), errors
+    model.close()
 
 
 def test_outputs_are_well_formed_and_do_not_depend_on_batch_or_order(batched, smollm2_path):
