@@ -94,6 +94,7 @@ class BatchEngine:
         self.cached: list[list[int]] = [[] for _ in range(slots)]  # prompt tokens in each slot's KV
         self.active: dict[int, _Seq] = {}
         self.prompt_tokens_evaluated = 0
+        self.prompt_tokens_copied = 0  # shared prefix cells copied from another slot
         self.pad = True  # decode steps padded to one row per slot (see the module's docstring)
         self.steps = 0  # decoding steps, and the most sequences one of them decoded together
         self.widest = 0
@@ -120,29 +121,51 @@ class BatchEngine:
     def free_slots(self) -> list[int]:
         return [s for s in range(self.slots) if s not in self.active]
 
+    def _reusable(self, cached: list[int], tokens: list[int]) -> int:
+        """How many of tokens' cached KV cells a fresh evaluation would compute identically:
+        the common prefix cut to the grid, less the last chunk when all is cached (its logits
+        are needed)."""
+        common = 0
+        for a, b in zip(cached, tokens):
+            if a != b:
+                break
+            common += 1
+        aligned = common // self.chunk * self.chunk
+        if aligned >= len(tokens):
+            aligned -= self.chunk
+        return max(aligned, 0)
+
     def admit(self, prep: Prepared, fut: Future) -> None:
-        """Take the free slot whose cached prompt shares the longest grid-aligned prefix,
-        evaluate the rest of the prompt alone on the grid, and sample the first token."""
-        if len(prep.tokens) >= self.n_ctx_per_slot:
+        """Take the free slot whose cached prompt shares the longest grid-aligned prefix (or
+        copy a longer one from another slot), evaluate the rest of the prompt alone on the
+        grid, and sample the first token."""
+        tokens = prep.tokens
+        if len(tokens) >= self.n_ctx_per_slot:
             raise LmpcRuntimeError(
-                f"the prompt has {len(prep.tokens)} tokens and does not fit a slot's context of "
+                f"the prompt has {len(tokens)} tokens and does not fit a slot's context of "
                 f"{self.n_ctx_per_slot}; raise the model's n_ctx option or shorten the prompt")
         best, keep = None, -1
         for s in self.free_slots():
-            common = 0
-            for a, b in zip(self.cached[s], prep.tokens):
-                if a != b:
-                    break
-                common += 1
-            aligned = common // self.chunk * self.chunk
-            if aligned >= len(prep.tokens):  # fully cached: evaluate the last chunk again for its logits
-                aligned -= self.chunk
+            aligned = self._reusable(self.cached[s], tokens)
             if aligned > keep:
-                best, keep = s, max(aligned, 0)
+                best, keep = s, aligned
         assert best is not None
+        # A shared prefix (instructions, demos) another slot holds, active or not, is copied
+        # instead of evaluated: its cells are the same numbers a fresh evaluation would give
+        # (evaluated alone on the same grid). Across streams llama.cpp copies whole streams;
+        # the copy's cells past the prefix are dropped below.
+        donor, donor_keep = None, keep + self.chunk - 1
+        for t in range(self.slots):
+            if t != best:
+                aligned = self._reusable(self.cached[t], tokens)
+                if aligned > donor_keep:
+                    donor, donor_keep = t, aligned
+        if donor is not None:
+            self.L.llama_memory_seq_cp(self.mem, donor, best, -1, -1)
+            self.prompt_tokens_copied += donor_keep - keep
+            keep = donor_keep
         self.L.llama_memory_seq_rm(self.mem, best, keep, -1)
         self.cached[best] = []  # until the prompt is fully evaluated
-        tokens = prep.tokens
         for start in range(keep, len(tokens), self.chunk):
             part = tokens[start:start + self.chunk]
             last = start + len(part) == len(tokens)

@@ -144,3 +144,29 @@ def test_many_threads_calling_one_program_never_crash_and_agree():
         assert len(results) == 3 and all(r == first for r in results)
     finally:
         prog.close()
+
+
+def test_a_shared_prompt_prefix_is_copied_between_slots_and_changes_nothing(smollm2_path):
+    system = "Classify the sentiment. " + " ".join(f"Rule {i}: weigh praise against complaints." for i in range(12))
+    texts = ["I love it!", "This is awful.", "Not bad at all."]
+
+    def req(text: str) -> GenerationRequest:
+        return GenerationRequest(messages=[{"role": "system", "content": system}, {"role": "user", "content": text}],
+                                 json_schema=LABEL, max_tokens=20)
+
+    shared = create_model("s3", "llama_cpp", {"path": str(smollm2_path), "engine": "batched", "slots": 3})
+    single = create_model("s1", "llama_cpp", {"path": str(smollm2_path), "engine": "batched", "slots": 1})
+    try:
+        with ThreadPoolExecutor(3) as pool:
+            together = list(pool.map(lambda t: shared.generate(req(t)), texts))
+        engine = shared._submit(lambda: shared._w.engine)
+        prompt = together[0].prompt_tokens
+        assert prompt > 120 and engine.widest >= 2
+        # the first call evaluates the prefix; the others copy it (at most a chunk and their own text again)
+        assert engine.prompt_tokens_copied >= 2 * 112, (engine.prompt_tokens_copied, prompt)
+        assert engine.prompt_tokens_evaluated < prompt + 2 * 40, (engine.prompt_tokens_evaluated, prompt)
+        alone = [single.generate(req(t)).text for t in texts]  # one slot: nothing to copy from
+        assert [c.text for c in together] == alone
+    finally:
+        shared.close()
+        single.close()
