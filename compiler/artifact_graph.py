@@ -368,7 +368,7 @@ class _Checks:
         return body_from_json(data, where, self.models)
 
 
-_CHECK_KEYS = {"id", "cond", "text", "message", "soft", "retries", "span"}
+_CHECK_KEYS = {"id", "cond", "text", "message", "soft", "retries", "show_previous", "span"}
 
 
 def _load_checks(checks: Any, where: str) -> list[dict]:
@@ -378,8 +378,9 @@ def _load_checks(checks: Any, where: str) -> list[dict]:
     for i, c in enumerate(checks):
         at = f"{where}/{i}"
         _require(isinstance(c, dict) and set(c) == _CHECK_KEYS, at, f"a check has exactly {', '.join(sorted(_CHECK_KEYS))}")
-        _require(all(_is_str(c[k]) for k in ("id", "text", "message")) and isinstance(c["soft"], bool), at,
-                 "a check's id, text and message are strings, soft a bool")
+        _require(all(_is_str(c[k]) for k in ("id", "text", "message"))
+                 and all(isinstance(c[k], bool) for k in ("soft", "show_previous")), at,
+                 "a check's id, text and message are strings, soft and show_previous bools")
         r = c["retries"]
         _require(isinstance(r, int) and not isinstance(r, bool) and 0 <= r <= MAX_CHECK_RETRIES, f"{at}/retries",
                  f"retries is a whole number from 0 to {MAX_CHECK_RETRIES}")

@@ -211,7 +211,7 @@ class Loop:
 
 @dataclass
 class Check:
-    """`check COND else "message" [soft] [retries N]`: a constraint on a step's outputs."""
+    """`check COND else "message" [soft] [retries N] [show_previous]`: a constraint on a step's outputs."""
 
     cond: "Expr"
     message: str
@@ -220,6 +220,7 @@ class Check:
     span: Span
     message_span: Span
     retries_span: Span | None = None
+    show_previous: bool = False  # a retry's prompt shows the rejected outputs too (runtime/prompt.user_message)
 
 
 @dataclass

@@ -246,10 +246,10 @@ class AstBuilder(Transformer):
 
     @v_args(meta=True)
     def check_stmt(self, meta, c):
-        cond, message, soft, retries = c
+        cond, message, soft, retries, show = c
         count, count_span = retries if retries is not None else (None, None)
         return ast.Check(cond, self.text(message), soft is not None, count, self.mspan(meta), self.tspan(message),
-                         count_span)
+                         count_span, show is not None)
 
     def check_retries(self, c):
         text = str(c[0])  # checked by the checker: a whole number from 0 to MAX_CHECK_RETRIES

@@ -76,8 +76,8 @@ class CheckedProgram:
     diagnostics: list[Diagnostic]  # warnings (a program with errors raises instead)
     graphs: dict[str, nx.DiGraph] = field(default_factory=dict)
     retrievers: dict[str, dict] = field(default_factory=dict)  # name -> spec (compiler/retrievers.py)
-
     tools: dict[str, dict] = field(default_factory=dict)  # name -> spec (compiler/tools.py)
+
     def entry_pipelines(self) -> list[str]:
         """Pipelines no other pipeline calls: the candidates to run."""
         called = set().union(*(p.calls for p in self.pipelines.values())) if self.pipelines else set()

@@ -97,12 +97,13 @@ def _source_text(source: str, span) -> str:
 
 def lower_checks(g, source: str, info: "PipelineInfo", lower_expr) -> None:
     """Each check as the `checks` attribute of the node it constrains (IR form):
-    {"id": "file:line", "cond": EXPR, "text": the condition as written, "message", "soft", "retries", "span"}."""
+    {"id": "file:line", "cond": EXPR, "text": the condition as written, "message", "soft", "retries",
+    "show_previous", "span"}."""
     for step, checks in info.checks.items():
         if step not in g:
             continue
         g.nodes[step]["checks"] = [
             {"id": f"{PurePath(c.span.file).name}:{c.span.line}", "cond": lower_expr(c.cond, info), "text": _source_text(source, c.cond.span),
              "message": c.message, "soft": c.soft, "retries": CHECK_RETRIES if c.retries is None else c.retries,
-             "span": c.span.to_json()}
+             "show_previous": c.show_previous, "span": c.span.to_json()}
             for c in checks]

@@ -37,7 +37,8 @@ def feedback_node(node: dict, outputs: dict[str, Any], failed: list[dict], attem
     """The node of attempt `attempt` (2, 3, ...): the previous attempt's outputs (traced) and
     what to do differently (in the prompt). The prompt of every retry is the same, so from the
     third attempt on the call is another draw at RETRY_TEMPERATURE (seeded, cached)."""
-    retry = {**node, "feedback": {"previous": outputs, "instructions": [c["message"] for c in failed]}}
+    retry = {**node, "feedback": {"previous": outputs, "instructions": [c["message"] for c in failed],
+                                  "show_previous": any(c.get("show_previous") for c in failed)}}
     if attempt > 2:
         retry["draw"] = {"sample": attempt - 2, "temperature": RETRY_TEMPERATURE}
     return retry

@@ -110,11 +110,14 @@ def system_message(node: dict) -> str:
 
 def user_message(node: dict, inputs: dict[str, Any]) -> str:
     """This example's inputs; on a check's retry (runtime/checks.py) also what to change, last.
-    The rejected attempt is traced but not shown: SmolLM2 copied it whatever the wording (0 of
-    6 long answers shortened when shown, 2 of 6 when not; docs/language.md, Checks)."""
+    The rejected attempt is shown only when a failing check says `show_previous`: SmolLM2
+    copied it back whatever the wording (0 of 6 long answers shortened when shown, 2 of 6 when
+    not; docs/language.md, Checks); stronger models use it, as DSPy's retries do."""
     text = render_inputs(node, inputs)
     fb = node.get("feedback")
     if fb:
+        if fb.get("show_previous"):
+            text += "\n\nPrevious attempt (rejected): " + render_outputs(node, fb["previous"])
         text += "\n\n" + "\n".join(f"Instruction: {m}" for m in fb["instructions"])
     return text
 
@@ -123,6 +126,10 @@ def render_messages(node: dict, inputs: dict[str, Any]) -> list[dict[str, str]]:
     """Demos render as prior user/assistant turns ("turns", the default) or as one examples
     block at the end of the system message ("block"); which works better is model-specific
     and is an optimizer's choice (node attribute `demo_format`)."""
+    if node.get("kind") == "react":  # its first action: demos are trajectories (runtime/react_prompt.py)
+        from lmpc.runtime.react_prompt import render_messages as render_react
+
+        return render_react(node, inputs, [])
     demos = node.get("demos", [])
     system = system_message(node)
     if demos and node.get("demo_format", "turns") == "block":
@@ -134,9 +141,5 @@ def render_messages(node: dict, inputs: dict[str, Any]) -> list[dict[str, str]]:
     for demo in demos:
         messages.append({"role": "user", "content": render_inputs(node, demo["inputs"])})
         messages.append({"role": "assistant", "content": render_outputs(node, demo["outputs"])})
-    if node.get("kind") == "react":  # its first action: demos are trajectories (runtime/react_prompt.py)
-        from lmpc.runtime.react_prompt import render_messages as render_react
-
-        return render_react(node, inputs, [])
     messages.append({"role": "user", "content": user_message(node, inputs)})
     return messages

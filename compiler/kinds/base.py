@@ -119,8 +119,8 @@ class StepKind:
     tunable: tuple[str, ...] = ()  # node attributes optimizers may set
     targets: tuple[str, ...] = ("signature",)  # what the step may name
     loops: bool = False  # written `... for x in list`
-    # artifact: the node attributes this kind stores (in this order), and those it must have
     takes_tools: bool = False  # written `... tools [a, b] max_steps N` (react)
+    # artifact: the node attributes this kind stores (in this order), and those it must have
     artifact_keys: tuple[str, ...] = ()
     artifact_required: tuple[str, ...] = ()
 
@@ -133,7 +133,6 @@ class StepKind:
         if s.loop is not None and not self.loops:
             ctx.report("bad-loop", s.loop.span, f"a `{self.name}` step does not loop over a list",
                        f"write `{s.name} = map {s.target}(...) for x in list` to run it per item")
-
         self.check_no_tools(ctx, s)
 
     def check_no_tools(self, ctx: "Context", s: "ast.Step") -> None:
@@ -147,6 +146,7 @@ class StepKind:
             if getattr(s, option, None) is not None:
                 ctx.report("bad-max-steps", getattr(s, option).span, f"a `{self.name}` step takes no `{option}`",
                            "only react steps loop over model calls")
+
     def interface(self, ctx: "Context", s: "ast.Step", target: Target) -> tuple[dict, dict]:
         """The step's (inputs, outputs) types, from its target's."""
         return dict(target.inputs), dict(target.outputs)
@@ -170,16 +170,16 @@ class StepKind:
         """Outputs the kind adds itself (a labeled demo need not supply them)."""
         return ()
 
-    def text_limit(self, field: str) -> int | None:
-        """A decoding bound for a free-text output this kind adds (None: the default)."""
-        return None
-
-    # -- artifact -------------------------------------------------------------------------
     def demo(self, inputs: dict, parsed: dict, extra: dict) -> dict | None:
         """The demo a bootstrap run makes from one successful trace event of this kind (None:
         the event makes none; react: only a finish action, with its trajectory)."""
         return {"inputs": inputs, "outputs": parsed}
 
+    def text_limit(self, field: str) -> int | None:
+        """A decoding bound for a free-text output this kind adds (None: the default)."""
+        return None
+
+    # -- artifact -------------------------------------------------------------------------
     def load(self, n: dict, d: dict, where: str, io: Any) -> None:
         """Check this kind's attributes of artifact node `n` and copy them into `d`; `io` is
         compiler/artifact_graph (its checks raise GraphFormatError)."""

@@ -57,7 +57,7 @@ def test_artifact_round_trip_keeps_the_checks(checked, tmp_path):
 
 @pytest.mark.parametrize("tamper, message", [
     (lambda c: c.update(retries=99), "retries is a whole number from 0 to 10"),
-    (lambda c: c.update(soft="yes"), "soft a bool"),
+    (lambda c: c.update(soft="yes"), "soft and show_previous bools"),
     (lambda c: c.update(cond={"ref": "s", "path": ["short"]}), "neither the checked step nor a node it depends on"),
     (lambda c: c.update(cond={"ref": "a", "path": ["nope"]}), "does not output"),
     (lambda c: c.pop("message"), "a check has exactly"),

@@ -200,3 +200,15 @@ pipeline p(question: str) -> (answer: str?) {
                         [{"question": "hi"}, {"question": "hello there"}])[0]
     assert skipped.values == {"answer": None} and skipped.checks == [] and skipped.trace == []
     assert ran.values == {"answer": "ok"} and ran.checks[0]["failed"] == 1 and ran.checks[0]["passed"]
+
+
+def test_show_previous_puts_the_rejected_outputs_in_the_retrys_prompt():
+    """`show_previous` (DSPy's layout): the retry's prompt shows the rejected outputs before
+    the message; without it they are only traced (the test above)."""
+    (res,), fake = _run(_graph("show_previous"), _long_then_short, [{"question": "q"}])
+    assert res.error is None and res.values == {"answer": "ok"}
+    second = fake.requests[1].messages[-1]["content"]
+    assert second == ('question: q\n\nPrevious attempt (rejected): {"answer": "a very long answer indeed"}\n\n'
+                      "Instruction: Answer in one short phrase")
+    assert _graph("soft retries 1 show_previous").nodes["a"]["checks"][0]["show_previous"] is True
+    assert _graph().nodes["a"]["checks"][0]["show_previous"] is False
