@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
+from lmpc.compiler.builtins import BUILTINS
 from lmpc.compiler.types import BOOL, AnyT, EnumT, ListT, NeverT, NullT, OptT, Prim, Type, assignable, describe
 
 COMPARISONS = ("==", "!=", "<", "<=", ">", ">=")
@@ -202,3 +203,19 @@ def _is_null(e: Any) -> bool:
     from lmpc.compiler import ast
 
     return isinstance(e, ast.Literal) and e.value is None
+
+
+def evaluate_expr(expr: dict, lookup: Callable[[str, list], Any]) -> Any:
+    """Evaluate an IR expression; lookup(node_id, path) returns a ref's value (the runtime's
+    row values, or a best_of sample's outputs)."""
+    if "ref" in expr:
+        return lookup(expr["ref"], expr["path"])
+    if "lit" in expr:
+        return expr["lit"]
+    if "list" in expr:
+        return [evaluate_expr(e, lookup) for e in expr["list"]]
+    if "call" in expr:
+        return BUILTINS[expr["call"]].impl(*[evaluate_expr(a, lookup) for a in expr["args"]])
+    if "op" in expr:
+        return evaluate(expr["op"], expr["args"], lambda e: evaluate_expr(e, lookup))
+    raise ValueError(f"not an IR expression: {expr!r}")

@@ -10,22 +10,9 @@ import jsonschema.exceptions
 import jsonschema.validators
 
 from lmpc.compiler import operators
-from lmpc.compiler.builtins import BUILTINS
 
 
-def evaluate(expr: dict, lookup) -> Any:
-    """Evaluate an IR expression; lookup(node_id, path) returns a ref's value."""
-    if "ref" in expr:
-        return lookup(expr["ref"], expr["path"])
-    if "lit" in expr:
-        return expr["lit"]
-    if "list" in expr:
-        return [evaluate(e, lookup) for e in expr["list"]]
-    if "call" in expr:
-        return BUILTINS[expr["call"]].impl(*[evaluate(a, lookup) for a in expr["args"]])
-    if "op" in expr:
-        return operators.evaluate(expr["op"], expr["args"], lambda e: evaluate(e, lookup))
-    raise ValueError(f"not an IR expression: {expr!r}")
+evaluate = operators.evaluate_expr  # an IR expression's value; lookup(node_id, path) reads a ref
 
 
 def get_path(value: Any, path: list[str]) -> Any:

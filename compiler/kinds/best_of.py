@@ -22,7 +22,6 @@ from typing import Any
 import networkx as nx
 
 from lmpc.compiler import ast, operators
-from lmpc.compiler.builtins import BUILTINS
 from lmpc.compiler.ir import NodeKind, input_id, map_refs, output_id, rebuild_edges, refs
 from lmpc.compiler.kinds.base import Annotated, CallFunction, Execution, Generate, RunBody
 from lmpc.compiler.kinds.predict import Predict
@@ -249,18 +248,14 @@ def _judge_value(value: Any, judge: str) -> Any:
 
 def _evaluate(e: dict, sample: dict[str, Any]) -> Any:
     """A reward expression on one sample's outputs (its refs name SAMPLE)."""
-    if "ref" in e:
+
+    def read(_ref: str, path: list) -> Any:
         value: Any = sample
-        for name in e["path"]:
+        for name in path:
             value = None if value is None else value[name]
         return value
-    if "lit" in e:
-        return e["lit"]
-    if "list" in e:
-        return [_evaluate(x, sample) for x in e["list"]]
-    if "call" in e:
-        return BUILTINS[e["call"]].impl(*[_evaluate(a, sample) for a in e["args"]])
-    return operators.evaluate(e["op"], e["args"], lambda x: _evaluate(x, sample))
+
+    return operators.evaluate_expr(e, read)
 
 
 def _score(value: Any) -> float:
