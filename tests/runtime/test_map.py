@@ -225,3 +225,50 @@ def test_a_bad_artifact_body_is_refused_on_load(tmp_path):
     out.write_text(json.dumps(data))
     with pytest.raises(ArtifactError, match="body"):
         load_artifact(out)
+
+
+def test_map_over_five_items_on_smollm2_makes_five_calls_per_row_issued_together():
+    """Issue 16's map check on the real embedded model: a list of 5 items makes 5 calls per
+    row, and the body's calls of all rows go to the model lane together, after every row's
+    first step (not row by row: first step, items, first step, items), so llama.cpp reuses
+    their shared prompt prefix back to back."""
+    from lmpc.runtime.models import create_model
+    from lmpc.runtime.trace import start_meter
+
+    g = compile_source('''
+model m = llama_cpp(builtin: "smollm2-135m", temperature: 0)
+type Mood = "positive" | "negative"
+type Domain = "food" | "film"
+signature Topic = "Say what the text is about." text: str -> domain: Domain
+signature Sentiment = "Classify the sentiment of the text." text: str, domain: Domain -> mood: Mood
+pipeline moods(intro: str, texts: list[str]) -> (moods: list[Mood]) {
+    k = predict Topic(text: intro)
+    each = map Sentiment(text: t, domain: k.domain) for t in texts
+    return moods: each.mood
+}
+''').graphs["moods"]
+    model = create_model("m", "llama_cpp", {"builtin": "smollm2-135m", "temperature": 0})
+    asked: list[str] = []
+    real_generate = model.generate
+
+    def recording(req):  # the real model answers; the test only notes the order of the calls
+        asked.append(_user(req))
+        return real_generate(req)
+
+    model.generate = recording
+    rows = [{"intro": "Reviews of a pizza place", "texts": ["great", "awful", "lovely", "bad", "fine"]},
+            {"intro": "Reviews of a new film", "texts": ["I hate it", "so good", "meh", "wonderful", "terrible"]}]
+    meter = start_meter()
+    try:
+        with Program(g, cache=False, trace_log=False, models={"m": model}) as prog:
+            res = prog.batch(rows)
+    finally:
+        meter.stop()
+        model.close()
+    assert [r.error for r in res] == [None, None]
+    assert all(len(r.values["moods"]) == 5 and set(r.values["moods"]) <= {"positive", "negative"} for r in res)
+    assert meter.calls == 12  # per row: its Topic call and 5 Sentiment calls
+    for i, r in enumerate(res):
+        assert [(e.step, e.row) for e in r.trace] == [("k", i)] + [(f"each[{n}]/Sentiment", i) for n in range(5)]
+    assert [a.splitlines()[0] for a in asked] == (
+        [f"text: {row['intro']}" for row in rows] + [f"text: {t}" for row in rows for t in row["texts"]])
