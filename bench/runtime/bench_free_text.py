@@ -18,8 +18,8 @@ import lmpc
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIGS = {
-    "dry off (before)": "dry_multiplier: 0",
-    "dry 0.8 (default)": "dry_multiplier: 0.8",
+    "dry off (the default)": "dry_multiplier: 0",
+    "dry 0.8": "dry_multiplier: 0.8",
     "dry 0.8, batched": "dry_multiplier: 0.8, engine: \"batched\", slots: {slots}",
 }
 
