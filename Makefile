@@ -29,7 +29,10 @@ demo: install
 	$(VENV)/bin/lmpc run examples/sentiment/sentiment.lmp --input text="This is the worst service ever."
 
 test: install
-	$(VENV)/bin/python -m pytest -q
+	$(VENV)/bin/python -m pytest -q --ignore=tests/security/test_interrupts.py
+	# Real SIGINTs to the test process: run in a fresh interpreter. In the full suite's process
+	# (after ~850 tests) these failed or hung while passing alone; the cause is not found yet.
+	$(VENV)/bin/python -m pytest -q tests/security/test_interrupts.py
 
 bench: install
 	$(VENV)/bin/python bench/compile/bench_compile.py

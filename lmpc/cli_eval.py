@@ -30,7 +30,7 @@ def _short(value: Any, width: int = 60) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
-def print_worst(report, k: int, stream=sys.stdout) -> None:
+def print_worst(report, k: int, stream=None) -> None:
     worst = [r for r in report.worst(k) if r.error is not None or r.score < 1.0]
     if not worst:
         print("no failing examples", file=stream)
@@ -42,7 +42,7 @@ def print_worst(report, k: int, stream=sys.stdout) -> None:
         print(f"      input {_short(r.inputs, 100)}", file=stream)
 
 
-def print_checks(checks: dict[str, dict], stream=sys.stdout) -> None:
+def print_checks(checks: dict[str, dict], stream=None) -> None:
     """One line per `check`: how often it failed, was repaired by a retry, and still failed."""
     for cid, c in checks.items():
         print(f"check {cid} `{c['text']}` ({'soft' if c['soft'] else 'hard'}, step `{c['step']}`): failed on "
