@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -38,9 +39,16 @@ def lmpc_env(base_url: str, **extra: str) -> dict[str, str]:
     return {**env, "LMPC_TEST_BASE_URL": base_url, "PYTHONUNBUFFERED": "1", **extra}
 
 
+def _default_sigint() -> None:
+    # a test run started in the background (`cmd &` in a script) inherits SIGINT ignored, and
+    # so would the child: these tests need the terminal's Ctrl-C behaviour
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def start_lmpc(args: list[str], env: dict[str, str]) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "lmpc", *args], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True)
+                            stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True,
+                            preexec_fn=_default_sigint)
 
 
 def run_lmpc(args: list[str], env: dict[str, str], timeout: float = 120) -> subprocess.CompletedProcess:

@@ -68,6 +68,15 @@ def test_ctrl_c_during_lmpc_eval_against_a_hanging_server(tmp_path: Path, presse
     assert len(traces) >= FIRST and all(json.loads(t)["error"] is None for t in traces)
 
 
+@pytest.fixture(autouse=True)
+def _python_sigint_handler():
+    """Python's own SIGINT handler (KeyboardInterrupt), even when the run was started with
+    SIGINT ignored (in the background of a script), then what was there before."""
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, before)
+
+
 def _interrupt_main_when(condition) -> list[float]:
     """A real SIGINT to the main thread (where Python raises KeyboardInterrupt) once condition();
     the list gets the time it was sent."""
