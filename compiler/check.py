@@ -24,7 +24,14 @@ from lmpc.compiler.checked import (
 )
 from lmpc.compiler.diagnostics import Diagnostic, Span, did_you_mean
 from lmpc.compiler.optimize_spec import check_optimize
-from lmpc.compiler.options import BUILTIN_MODELS, MODEL_OPTION_VALUES, PROVIDER_OPTIONS, STRUCTURED_OUTPUT_MODES
+from lmpc.compiler.options import (
+    BUILTIN_MODELS,
+    MODEL_OPTION_VALUES,
+    PROVIDER_OPTIONS,
+    STRUCTURED_OUTPUT_MODES,
+    base_url_list_problems,
+    base_url_problem,
+)
 from lmpc.compiler.types import (
     ANY, GENERICS, MAX_NESTING, PRIMITIVES, STR, TOO_DEEP, EnumT, ListT, ObjT, OptT, Prim, Type,
     built_on_too_deep, nesting, with_alias,
@@ -233,10 +240,19 @@ def _check_signature(ctx: Context, decl: ast.SignatureDecl) -> SignatureInfo:
 
 
 def _option_value(ctx: Context, kw: ast.KwArg) -> tuple[bool, Any]:
-    """A model option's value: a literal, or env("NAME") kept as a reference."""
+    """A model option's value: a literal, or env("NAME") kept as a reference (or, for
+    base_url, a list of them: a pool of endpoints)."""
     v = kw.value
     if isinstance(v, ast.Literal):
         return True, v.value
+    if isinstance(v, ast.ListExpr) and kw.name == "base_url":
+        items = []
+        for item in v.items:
+            ok, value = _option_value(ctx, ast.KwArg(kw.name, item, item.span, kw.name_span))
+            if not ok:
+                return False, None
+            items.append(value)
+        return True, items
     if (isinstance(v, ast.Call) and v.func == "env" and len(v.args) == 1 and not v.kwargs
             and isinstance(v.args[0], ast.Literal) and isinstance(v.args[0].value, str)):
         return True, {"env": v.args[0].value}
@@ -260,6 +276,24 @@ def _check_model_value(ctx: Context, kw: ast.KwArg, value: Any) -> None:
         hint = "; ".join(h for h in (spec.hint(kw.name), None if "must be" in why or not ranged
                                      else f"it must be {spec.range()}") if h)
         ctx.report("bad-model-option", kw.value.span, f"`{kw.name}` {why}", hint or None)
+
+
+def _bad_base_url(ctx: Context, kw: ast.KwArg, value: Any) -> bool:
+    """Report a base_url that cannot work, at the entry that is wrong; whether one was."""
+    hint = 'e.g. `base_url: ["http://10.0.0.1:8000/v1", "http://10.0.0.2:8000/v1"]` or `base_url: env("OPENAI_BASE_URL")`'
+    if isinstance(value, str):
+        why = base_url_problem(value)
+        if why is not None:
+            ctx.report("bad-model-option", kw.value.span, f"`base_url` {value!r} {why}", hint)
+        return why is not None
+    if not isinstance(value, list):
+        return False
+    problems = base_url_list_problems(value)
+    items = kw.value.items if isinstance(kw.value, ast.ListExpr) else []
+    for index, why in problems:
+        span = items[index].span if index is not None and index < len(items) else kw.value.span
+        ctx.report("bad-model-option", span, f"`base_url` {why}", hint)
+    return bool(problems)
 
 
 def _check_models(ctx: Context) -> str:
@@ -298,6 +332,8 @@ def _check_models(ctx: Context) -> str:
                 want = " or ".join(t.__name__ for t in spec[kw.name])
                 article = "an" if want[0] in "aeiou" else "a"
                 ctx.report("bad-model-option", kw.value.span, f"`{kw.name}` takes {article} {want}")
+                continue
+            if kw.name == "base_url" and _bad_base_url(ctx, kw, value):
                 continue
             if not isinstance(value, dict):
                 _check_model_value(ctx, kw, value)  # the value is kept: a bad builtin is still a source

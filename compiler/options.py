@@ -150,7 +150,8 @@ PROVIDER_OPTIONS: dict[str, dict[str, tuple[type, ...]]] = {
         "slots": (int,),  # batched: sequences decoded together
     },
     "openai": {
-        "model": (str,), "base_url": (str,), "api_key_env": (str,), "temperature": (int, float),
+        # base_url: a list is a pool of endpoints (runtime/models/endpoints.py)
+        "model": (str,), "base_url": (str, list), "api_key_env": (str,), "temperature": (int, float),
         "max_tokens": (int,), "seed": (int,), "timeout": (int, float), "max_retries": (int,),
         "structured_output": (str,),
     },
@@ -186,12 +187,50 @@ def strategy_defaults(name: str) -> dict[str, Any]:
     return {k: o.default for k, o in STRATEGY_OPTIONS[name].items()}
 
 
+def base_url_problem(url: str) -> str | None:
+    """Why `url` cannot be an openai model's base URL (None: it can)."""
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(url.strip())
+        parts.port  # noqa: B018 - raises on a port that is not a number
+    except ValueError as e:
+        return f"is not a URL ({e})"
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return "is not an http:// or https:// URL with a host, e.g. \"http://127.0.0.1:8000/v1\""
+    return None
+
+
+def base_url_list_problems(value: list) -> list[tuple[int | None, str]]:
+    """What is wrong with a list given to base_url: (the entry's index or None, why)."""
+    if not value:
+        return [(None, "takes at least one URL")]
+    out: list[tuple[int | None, str]] = []
+    seen: set[str] = set()
+    for i, item in enumerate(value):
+        if isinstance(item, dict):  # env("VAR"): read at run time
+            continue
+        if not isinstance(item, str) or isinstance(item, bool):
+            out.append((i, f"takes URL strings or env(\"VAR\"), not {item!r}"))
+            continue
+        why = base_url_problem(item)
+        if why is not None:
+            out.append((i, f"entry {item!r} {why}"))
+        elif item.rstrip("/") in seen:
+            out.append((i, f"lists {item!r} twice"))
+        seen.add(item.rstrip("/"))
+    return out
+
+
 def model_option_problems(name: str, options: dict[str, Any]) -> list[str]:
     """What `lmpc check` would refuse in a model's option values, for options that reach a
     program another way (an artifact's models, `--model-option NAME.OPTION=VALUE`)."""
     out = []
     for key, value in options.items():
         if isinstance(value, dict):  # env("VAR"): read at run time
+            continue
+        if key == "base_url" and isinstance(value, list):
+            out += [f"model `{name}`: `base_url` {why}" for _, why in base_url_list_problems(value)]
             continue
         if key == "builtin" and value not in BUILTIN_MODELS:
             out.append(f"model `{name}`: no builtin model named {value!r} (the builtin models are "

@@ -142,12 +142,15 @@ class Performer:
                         "seed": request.seed, "sample": run.sample, **({"draw": draw} if draw else {})})
 
         made: list[bool] = []  # whether compute ran here (not in another batch's identical call)
+        served: list[str] = []  # the server that answered (remote models): traced, never cached
 
         def compute() -> dict[str, Any]:
             made.append(True)
             if self.budget is not None:
                 self.budget.charge()
             c = model.generate(request)
+            if c.endpoint:
+                served.append(c.endpoint)
             # a server that puts the key in its answer: masked before the cache, traces and outputs
             return {"text": redact_known(c.text), "prompt_tokens": c.prompt_tokens,
                     "completion_tokens": c.completion_tokens}
@@ -160,6 +163,8 @@ class Performer:
             # we waited on an identical call of another batch, and that batch was interrupted
             value, hit = self.cache.get_or_compute(key, compute)
         event.model, event.messages, event.raw, event.cache_hit = name, messages, value["text"], hit
+        if served and not hit:
+            event.extra["endpoint"] = served[0]
         event.prompt_tokens, event.completion_tokens = value["prompt_tokens"], value["completion_tokens"]
         return value["text"]
 

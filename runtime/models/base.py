@@ -73,6 +73,7 @@ class Completion:
     prompt_tokens: int
     completion_tokens: int
     finish_reason: str | None = None
+    endpoint: str | None = None  # the server that answered (remote models; a pool has several)
 
 
 class Model(ABC):

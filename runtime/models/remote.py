@@ -31,7 +31,7 @@ import threading
 import time
 from typing import Any
 
-from lmpc.compiler.options import PROVIDER_OPTIONS, STRUCTURED_OUTPUT_MODES
+from lmpc.compiler.options import PROVIDER_OPTIONS, STRUCTURED_OUTPUT_MODES, base_url_problem
 from lmpc.runtime.errors import (
     AuthenticationError,
     EndpointNotFoundError,
@@ -42,6 +42,7 @@ from lmpc.runtime.errors import (
     ServerUnreachableError,
 )
 from lmpc.runtime.models.base import Completion, GenerationRequest, Model, check_options
+from lmpc.runtime.models.endpoints import Endpoint, EndpointPool
 from lmpc.runtime.redact import register_secret, register_url, safe_url
 
 OPTIONS = tuple(PROVIDER_OPTIONS["openai"])  # the checker's table: one definition
@@ -79,9 +80,12 @@ class OpenAIModel(Model):
         if not isinstance(model, str) or not model:
             raise ModelConfigError(f"openai model `{name}` needs the option model, e.g. model: \"gpt-4o-mini\"")
         self.model = model
-        self.base_url = str(options.get("base_url") or DEFAULT_BASE_URL).rstrip("/")
-        register_url(self.base_url)  # user:pass@ and ?key= never reach a message or a trace
-        self.shown_url = safe_url(self.base_url)
+        # One base URL, or a pool of them (endpoints.py): replicas of one model.
+        self.base_urls = base_urls(name, options.get("base_url"))
+        for url in self.base_urls:
+            register_url(url)  # user:pass@ and ?key= never reach a message or a trace
+        self.base_url = self.base_urls[0]
+        self.shown_url = ", ".join(safe_url(u) for u in self.base_urls)
         self.timeout = float(options.get("timeout", 60))
         self.max_retries = int(options.get("max_retries", 3))
         if not (0 < self.timeout < 1e6) or self.max_retries < 0:
@@ -112,17 +116,31 @@ class OpenAIModel(Model):
         import openai
 
         # max_retries=0: the retry loop below counts every attempt. The client's timeout is a
-        # per-operation backstop; _attempt bounds the whole request.
-        self._client = openai.AsyncOpenAI(api_key=api_key, base_url=self.base_url, timeout=self.timeout,
-                                          max_retries=0)
-        del api_key  # the key lives only inside the client from here on
+        # per-operation backstop; _attempt bounds the whole request. One client per endpoint.
+        self._pool = EndpointPool(
+            [Endpoint(url, safe_url(url), openai.AsyncOpenAI(api_key=api_key, base_url=url, timeout=self.timeout,
+                                                             max_retries=0)) for url in self.base_urls],
+            probe=self._served_models)
+        del api_key  # the key lives only inside the clients from here on
+        self._started = False  # a pool's startup check (_start_pool) ran
+        self._start_lock: asyncio.Lock | None = None
+        self._config_error: ModelConfigError | None = None
         self._loop: asyncio.AbstractEventLoop | None = None  # started on the first call
         self._thread: threading.Thread | None = None
         self._closed = False
 
     @property
     def identity(self) -> str:
+        # A pool's endpoints are replicas of one model (checked at startup against their
+        # /models lists): its calls are cached by the model name, whichever endpoint answered
+        # and whatever the pool's membership (a replaced or added server keeps the cache).
+        if self._pool.size > 1:
+            return f"openai-pool:{self.model}"
         return f"openai:{self.shown_url}:{self.model}"
+
+    def endpoint_stats(self) -> list[dict[str, Any]]:
+        """Per endpoint: requests sent, answered, failed, rate-limited, probes, in flight, down."""
+        return self._pool.stats()
 
     @property
     def supports_concurrency(self) -> bool:
@@ -185,7 +203,8 @@ class OpenAIModel(Model):
             for t in tasks:
                 t.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
-            await self._client.close()
+            for ep in self._pool.endpoints:
+                await ep.client.close()
 
         try:
             asyncio.run_coroutine_threadsafe(shutdown(), loop).result(timeout=5)
@@ -246,29 +265,82 @@ class OpenAIModel(Model):
             params["response_format"] = {"type": "json_object", "schema": req.json_schema}
         return params
 
-    async def _attempt(self, params: dict[str, Any], seconds: float) -> dict[str, Any]:
-        """One HTTP request, bounded as a whole; the answer's JSON body."""
-        raw = await asyncio.wait_for(self._client.chat.completions.with_raw_response.create(**params), seconds)
+    async def _attempt(self, ep: Endpoint, params: dict[str, Any], seconds: float) -> dict[str, Any]:
+        """One HTTP request to one endpoint, bounded as a whole; the answer's JSON body."""
+        raw = await asyncio.wait_for(ep.client.chat.completions.with_raw_response.create(**params), seconds)
         return _json_body(raw.http_response)
+
+    async def _served_models(self, ep: Endpoint) -> frozenset[str] | None:
+        """The model ids `ep` lists at GET /models (None: it has no such list); raises when the
+        endpoint cannot answer. A pool's startup check and its health probe."""
+        import openai
+
+        with self._lock:
+            self.requests_sent += 1
+        ep.probes += 1
+        try:
+            page = await asyncio.wait_for(ep.client.models.list(), min(self.timeout, 10.0))
+        except openai.APIStatusError as e:
+            if e.status_code >= 500 or e.status_code == 429:
+                raise
+            return None  # no /models here (404), or not for this key: nothing to compare
+        ids = frozenset(m.id for m in getattr(page, "data", []) if isinstance(getattr(m, "id", None), str))
+        return ids or None
+
+    async def _start_pool(self) -> None:
+        """Once per pool: ask every endpoint which models it serves. One that does not answer
+        starts down (probed later); endpoints listing different models are a configuration
+        error, since their answers would share cache entries."""
+        if not self._started:
+            if self._start_lock is None:
+                self._start_lock = asyncio.Lock()
+            async with self._start_lock:
+                if not self._started:
+                    eps = self._pool.endpoints
+                    found = await asyncio.gather(*(self._served_models(ep) for ep in eps), return_exceptions=True)
+                    problems = []
+                    for ep, served in zip(eps, found):
+                        if isinstance(served, BaseException):
+                            self._pool.failed(ep, f"no answer to GET /models at startup ({type(served).__name__})")
+                        elif (why := self._pool.check_served(ep, served)) is not None:
+                            problems.append(why)
+                    if problems:
+                        self._config_error = ModelConfigError(
+                            f"model `{self.name}`: the endpoints of a pool must serve the same model (their "
+                            f"answers share cache entries), but {'; '.join(problems)}; list only replicas "
+                            "of one model in base_url")
+                    self._started = True
+        if self._config_error is not None:
+            raise self._config_error
 
     async def _send_with_retries(self, req: GenerationRequest, fmt: str) -> Completion:
         import openai
 
+        pool = self._pool
+        if pool.size > 1:
+            await self._start_pool()
         params = self._params(req, fmt)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.budget_s
-        url, attempts = self.shown_url, 0
+        attempts = 0
+        not_before: dict[int, float] = {}  # endpoint index -> this call's backoff on it ends
+        last: dict[str, tuple[str, int | None]] = {}  # endpoint -> its last failure for this call
+        retry_after: float | None = None
+        failure: tuple[str, int | None] = ("", None)
         while True:
+            ep = await self._next_endpoint(not_before, deadline, last, attempts, retry_after, failure)
+            url = ep.shown
             attempts += 1
             with self._lock:
                 self.requests_sent += 1
-            retry_after: float | None = None
+            ep.sent += 1
+            ep.in_flight += 1
+            retry_after = None
             try:
-                data = await self._attempt(params, min(self.timeout, deadline - loop.time()))
+                data = await self._attempt(ep, params, min(self.timeout, deadline - loop.time()))
             except (asyncio.TimeoutError, openai.APITimeoutError):
-                failure: tuple[str, int | None] = (
-                    f"no answer within {self.timeout:g} s (timeout bounds the whole request: "
-                    "connect, send and every read)", None)
+                failure = (f"no answer within {self.timeout:g} s (timeout bounds the whole request: "
+                           "connect, send and every read)", None)
             except openai.APIConnectionError as e:
                 failure = _connection_failure(e, url)
             except openai.APIStatusError as e:
@@ -294,21 +366,74 @@ class OpenAIModel(Model):
                     f"({type(e).__name__}: {str(e)[:200]})", attempts=attempts,
                 ) from None
             else:
+                pool.succeeded(ep)
                 return _completion(data, url)
-            if attempts > self.max_retries:
-                raise _final_error(url, self.model, attempts, failure)
+            finally:
+                ep.in_flight -= 1
+            ep.failed += 1
+            last.pop(url, None)
+            last[url] = failure  # in the order of their last failures
             if retry_after is not None:  # the server said when: that replaces our backoff
                 delay = min(retry_after, MAX_RETRY_AFTER_S)
             else:
                 delay = min(self.max_backoff_s, self.backoff_s * 2 ** (attempts - 1))
                 delay = min(self.max_backoff_s, delay * (0.75 + 0.5 * random.random()))  # jitter
-            left = deadline - loop.time()
-            if delay >= left:
+            now = loop.time()
+            if failure[1] == 429 or retry_after is not None:
+                # a rate limit, not a broken endpoint: every call holds off it until then
+                ep.rate_limited += failure[1] == 429
+                pool.blocked(ep, now + delay)
+            else:
+                pool.failed(ep, failure[0])  # out of the rotation until a probe answers
+            if attempts > self.max_retries:
+                raise self._final_error(attempts, last)
+            not_before[pool.endpoints.index(ep)] = now + delay
+
+    async def _next_endpoint(self, not_before: dict[int, float], deadline: float,
+                             last: dict[str, tuple[str, int | None]], attempts: int,
+                             retry_after: float | None, failure: tuple[str, int | None]) -> Endpoint:
+        """The endpoint for this call's next attempt: a healthy one at once (a retry goes
+        elsewhere without waiting), else the first one ready, after waiting for it (its
+        Retry-After, this call's backoff, or a probe that brings one back)."""
+        pool, loop = self._pool, asyncio.get_running_loop()
+        while True:
+            now = loop.time()
+            ep = pool.pick(now, not_before)
+            if ep is not None:
+                return ep
+            ready = pool.ready_at(now, not_before)
+            if ready is None:
+                raise ModelConfigError(f"model `{self.name}`: no endpoint of its pool can be used: "
+                                       + "; ".join(e.excluded or "" for e in pool.endpoints))
+            ep, at = ready
+            left = deadline - now
+            if at - now >= left:
                 reason, status = failure
-                raise _final_error(url, self.model, attempts, (
-                    f"{reason}; the server asked to wait {retry_after:g} s before retrying, more than the "
-                    f"{max(left, 0):.1f} s left of this call's time budget", status))
-            await asyncio.sleep(delay)
+                reason = reason or "every endpoint is held off by its Retry-After"
+                if retry_after is not None:
+                    reason = (f"{reason}; the server asked to wait {retry_after:g} s before retrying, more than "
+                              f"the {max(left, 0):.1f} s left of this call's time budget")
+                else:
+                    reason = f"{reason}; no endpoint is ready within this call's time budget"
+                last.pop(ep.shown, None)
+                last[ep.shown] = (reason, status)
+                raise self._final_error(attempts, last)
+            if at <= now:
+                return ep  # every endpoint is down: try one anyway (an attempt is a probe too)
+            await pool.changed(at - now)
+
+    def _final_error(self, attempts: int, last: dict[str, tuple[str, int | None]]) -> LmpcRuntimeError:
+        if len(last) == 1 or self._pool.size == 1:
+            url, failure = list(last.items())[-1]
+            return _final_error(url, self.model, attempts, failure)
+        statuses = [status for _, status in last.values()]
+        each = "; ".join(f"{url}: {reason}" for url, (reason, _) in last.items())
+        if all(s == -1 for s in statuses):
+            return ServerUnreachableError(
+                f"cannot reach any endpoint of model `{self.name}` after {attempts} attempts ({each}); "
+                "are the servers running, and are the base_url entries right?")
+        return ServerError(f"{len(last)} endpoints failed {attempts} attempts for model `{self.model}`; the last "
+                           f"failure of each: {each}", status=statuses[-1], attempts=attempts)
 
 
 def _final_error(url: str, model: str, attempts: int, failure: tuple[str, int | None]) -> LmpcRuntimeError:
@@ -337,6 +462,37 @@ def _json_body(resp: Any) -> dict[str, Any]:
     return data
 
 
+def base_urls(name: str, value: Any) -> list[str]:
+    """base_url's value as a list of URLs: a string (commas separate several, as an env()
+    value may hold them), a list of strings and {"env": VAR} references, or None (OpenAI's)."""
+    if value is None:
+        return [DEFAULT_BASE_URL]
+    items = value if isinstance(value, list) else [value]
+    urls: list[str] = []
+    for item in items:
+        if isinstance(item, dict) and "env" in item:
+            var = str(item["env"])
+            if var not in os.environ:
+                raise ModelConfigError(f"model `{name}`: an entry of base_url comes from the environment "
+                                       f"variable {var}, which is not set")
+            item = os.environ[var]
+        if not isinstance(item, str):
+            raise ModelConfigError(f"model `{name}`: base_url takes URL strings, not {item!r}")
+        urls += [part.strip().rstrip("/") for part in item.split(",") if part.strip()]
+    if not urls:
+        raise ModelConfigError(f"model `{name}`: base_url names no URL; e.g. base_url: \"http://127.0.0.1:8000/v1\"")
+    for url in urls:
+        why = base_url_problem(url)
+        if why is not None:
+            raise ModelConfigError(f"model `{name}`: base_url {safe_url(url)!r} {why}")
+    seen: set[str] = set()
+    for url in urls:
+        if url in seen:
+            raise ModelConfigError(f"model `{name}`: base_url lists {safe_url(url)} twice")
+        seen.add(url)
+    return urls
+
+
 def _completion(data: dict[str, Any], url: str) -> Completion:
     choices = data.get("choices")
     if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
@@ -350,6 +506,7 @@ def _completion(data: dict[str, Any], url: str) -> Completion:
         prompt_tokens=_count(usage.get("prompt_tokens")),
         completion_tokens=_count(usage.get("completion_tokens")),
         finish_reason=choice.get("finish_reason"),
+        endpoint=url,
     )
 
 
