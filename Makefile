@@ -5,7 +5,7 @@ VENV   ?= .venv
 PY      = $(VENV)/bin/python
 STAMP   = $(VENV)/.lmpc-installed
 
-.PHONY: install demo test bench clean
+.PHONY: install finetune demo test bench clean
 
 install: $(STAMP)
 
@@ -28,7 +28,20 @@ demo: install
 	$(VENV)/bin/lmpc run examples/sentiment/sentiment.lmp --input text="What a wonderful, sunny day!"
 	$(VENV)/bin/lmpc run examples/sentiment/sentiment.lmp --input text="This is the worst service ever."
 
-test: install
+# The finetune extra for its tests (tests/optimizers/test_finetune*.py). The CPU-only torch wheel
+# of this machine's wheel folder when there is one (~190 MB; PyPI's Linux torch pulls ~3 GB of
+# CUDA libraries), then the extra (transformers, peft, gguf) from the index.
+TORCH_CPU := $(firstword $(wildcard /opt/wheels/torch-*+cpu-*.whl))
+FT_STAMP   = $(VENV)/.lmpc-finetune
+
+finetune: $(FT_STAMP)
+
+$(FT_STAMP): $(STAMP)
+	$(if $(TORCH_CPU),$(PY) -m pip install --quiet $(TORCH_CPU))
+	$(PY) -m pip install --quiet -e '.[finetune]'
+	touch $(FT_STAMP)
+
+test: install finetune
 	$(VENV)/bin/python -m pytest -q --ignore=tests/security/test_interrupts.py
 	# Real SIGINTs to the test process: run in a fresh interpreter. In the full suite's process
 	# (after ~850 tests) these failed or hung while passing alone; the cause is not found yet.

@@ -31,6 +31,11 @@ FORMAT = "lmpc-artifact"
 #    beside the artifact with their hashes, paths relative to the artifact. 1 is not read: its
 #    fields were re-ordered alphabetically on write (the artifact was not the scored program).
 VERSION = 2
+# 3: format 2 plus LoRA adapters on prompt nodes (`adapter: {file, sha256}`, the file beside the
+#    artifact). Written only when a node has one, so an lmpc that reads only 2 refuses it
+#    clearly ("upgrade lmpc") instead of running the base model; adapter-free artifacts stay 2.
+ADAPTERS_VERSION = 3
+READS = (VERSION, ADAPTERS_VERSION)
 MAX_JSON_DEPTH = 200  # deeper documents are refused before anything recurses into them
 
 
@@ -188,9 +193,10 @@ def make_artifact(checked: CheckedProgram, pipeline: str, graphs: dict[str, nx.D
     code = []
     for file in sorted(code_refs(graphs, optimize)):
         code.append({"file": file, "sha256": sha256_file(folder / file)})
+    adapters = any(d.get("adapter") for g in graphs.values() for _, d in walk(g))
     data = {
         "format": FORMAT,
-        "version": VERSION,
+        "version": ADAPTERS_VERSION if adapters else VERSION,
         "lmpc_version": __version__,
         "pipeline": pipeline,
         "source": {"file": Path(os.path.relpath(source, folder)).as_posix(), "sha256": checked.source_hash},
@@ -222,10 +228,10 @@ def check_document(data: Any) -> dict[str, nx.DiGraph]:
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise ArtifactError("not an lmpc artifact (no \"format\": \"lmpc-artifact\")")
     version = data.get("version")
-    if version != VERSION:
+    if version not in READS or isinstance(version, bool):
         newer = isinstance(version, int) and not isinstance(version, bool) and version > VERSION
         raise ArtifactError(
-            f"this artifact has format version {version!r}; this lmpc reads version {VERSION}: "
+            f"this artifact has format version {version!r}; this lmpc reads versions {VERSION} and {ADAPTERS_VERSION}: "
             + ("upgrade lmpc, or rebuild the artifact with `lmpc build`" if newer
                else "rebuild it with `lmpc build` (format 1 re-ordered fields alphabetically, so its prompts "
                     "were not the ones the build scored)"))
@@ -247,6 +253,8 @@ def check_document(data: Any) -> dict[str, nx.DiGraph]:
                                 f"`{graphs[name].graph['name']}`")
     if data["pipeline"] not in graphs:
         raise ArtifactError(f"its pipeline `{data['pipeline']}` has no graph")
+    if version == VERSION and any(d.get("adapter") for g in graphs.values() for _, d in walk(g)):
+        raise ArtifactError("a node carries a LoRA adapter, which needs format version 3 (this document says 2)")
     _check_optimize(data["optimize"], graphs)
     listed = {c["file"] for c in data["code"]}
     for file, users in code_refs(graphs, data["optimize"]).items():

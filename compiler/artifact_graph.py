@@ -143,6 +143,8 @@ _NODE_KEYS = {
 }
 _STEP_COMMON = ("step", "inputs", "outputs", "bindings")  # every step kind has these
 _STEP_WHEN = ("when",)  # any step kind may be conditional: its condition, an EXPR
+# a finetuned prompt node's LoRA adapter {file, sha256} (runtime/models/adapters.py): format 3
+_STEP_ADAPTER = ("adapter",)
 
 
 def _node_to_json(nid: str, d: dict) -> dict:
@@ -151,7 +153,7 @@ def _node_to_json(nid: str, d: dict) -> dict:
     if known is None:
         raise AssertionError(f"node `{nid}` of kind `{kind}` has no artifact form")
     if kind in KINDS:
-        known = tuple(known) + _STEP_WHEN
+        known = tuple(known) + _STEP_WHEN + (_STEP_ADAPTER if KINDS[kind].prompt else ())
     unknown = set(d) - set(known) - _DERIVED - {"kind"}
     if unknown:  # an attribute the artifact would drop: the artifact would not be the program
         raise AssertionError(f"node `{nid}` has attributes the artifact does not carry: {sorted(unknown)}")
@@ -306,6 +308,8 @@ def _node_from_json(n: Any, where: str, models: dict) -> tuple[str, dict]:
              "needs a newer lmpc")
     kind = n["kind"]
     allowed = set(_NODE_KEYS[kind]) - {"schema"} | {"id", "kind"} | ({"t"} if kind in ("input", "output") else set(_STEP_WHEN))
+    if kind in KINDS and KINDS[kind].prompt:
+        allowed |= set(_STEP_ADAPTER)
     extra = set(n) - allowed
     _require(not extra, where, f"unknown attribute(s) for a {kind} node: {', '.join(sorted(extra))}")
     d: dict[str, Any] = {"kind": kind}
@@ -348,6 +352,14 @@ def _node_from_json(n: Any, where: str, models: dict) -> tuple[str, dict]:
         d["when"] = n["when"]
     if "checks" in n:
         d["checks"] = _load_checks(n["checks"], f"{where}/checks")
+    if "adapter" in n:
+        a = n["adapter"]
+        _require(isinstance(a, dict) and set(a) == {"file", "sha256"} and _is_str(a["file"])
+                 and safe_relative_file(a["file"]) and isinstance(a["sha256"], str)
+                 and len(a["sha256"]) == 64 and all(c in "0123456789abcdef" for c in a["sha256"]),
+                 f"{where}/adapter", "an adapter is {\"file\": a path inside the artifact's folder, "
+                 "\"sha256\": 64 lowercase hex digits}")
+        d["adapter"] = a
     return n["id"], d
 
 

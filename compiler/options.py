@@ -123,6 +123,13 @@ STRATEGY_OPTIONS: dict[str, dict[str, Option]] = {
         "max_labeled": _int(0), "balance": BALANCE, "seed": SEED,
     },
     "ensemble": {"size": _int(3, low=2), "reduce": Option((str,), "majority", choices=("majority",))},
+    # a LoRA adapter per local prompt node (optimizers/finetune.py); lr and alpha take numbers
+    "finetune": {
+        "epochs": _int(3, low=1, high=100), "lr": Option((int, float), 1e-3, 1e-7, 1.0, example=0.001),
+        "rank": _int(8, low=1, high=256), "alpha": Option((int, float), 16, 0.001, 10_000, example=16),
+        "max_examples": _int(64, low=1), "labeled": Option((bool,), True), "keep_demos": Option((bool,), False),
+        "teacher": MODEL_NAME, "seed": SEED,
+    },
 }
 
 # -- metrics: name -> keyword option -> Option (positional arguments name pipeline outputs)

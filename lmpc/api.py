@@ -57,11 +57,23 @@ def load(path: str | Path, *, trust_code: bool = False, trust_models: bool = Fal
 
     artifact = load_artifact(path)
     check_code(artifact, trust_code)
+    check_adapters(artifact)  # finetuned nodes: each LoRA file beside it, with its recorded SHA-256
     if trust_code:
         artifact.trusted.add("code")
     apply_model_options(artifact, model_options, trust_models, ready=set(options.get("models") or {}))
     return Program(artifact.graph, base_dir=artifact.folder, graphs=artifact.graphs, artifact=artifact,
                    optimize_settings=artifact.optimize, **options)
+
+
+def check_adapters(artifact: Any) -> None:
+    """Refuse an artifact whose LoRA adapters are missing or changed (ArtifactError, exit 2)."""
+    from lmpc.compiler.artifact import ArtifactError
+    from lmpc.runtime.models.adapters import AdapterError, check_adapters as check
+
+    try:
+        check(artifact.graphs, artifact.folder)
+    except AdapterError as e:
+        raise ArtifactError(f"{artifact.path}: {e}") from None
 
 
 def ensemble(programs: Any, reduce: str = "majority"):

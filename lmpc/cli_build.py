@@ -78,9 +78,11 @@ def _write(out: Path, checked, pipeline: str, graphs: dict, settings: dict[str, 
            report: dict[str, Any]) -> None:
     """The artifact: paths as it reads them (relative to its folder), its Python files beside it."""
     from lmpc.compiler.artifact import make_artifact, place_code, relocate_paths, write_artifact
+    from lmpc.runtime.models.adapters import place_adapters
 
     graphs, optimize = relocate_paths(graphs, settings, base, out)
     place_code(graphs, optimize, base, out)
+    graphs = place_adapters(graphs, out)  # finetune's LoRA files: copied beside it, named by hash
     write_artifact(out, make_artifact(checked, pipeline, graphs, out, optimize, report))
 
 

@@ -7,12 +7,13 @@ from lmpc.optimizers.base import Candidate, OptimizeContext, Optimizer, Optimize
 from lmpc.optimizers.bayesian import Bayesian
 from lmpc.optimizers.bootstrap import BootstrapFewShot, TeacherBrokenError
 from lmpc.optimizers.ensemble import Ensemble
+from lmpc.optimizers.finetune import Finetune
 from lmpc.optimizers.knn import KNNFewShot
 from lmpc.optimizers.labeled import LabeledFewShot
 from lmpc.optimizers.random_search import RandomSearch
 
 REGISTRY: dict[str, type[Optimizer]] = {
-    cls.name: cls for cls in (LabeledFewShot, BootstrapFewShot, RandomSearch, Bayesian, KNNFewShot, Ensemble)
+    cls.name: cls for cls in (LabeledFewShot, BootstrapFewShot, RandomSearch, Bayesian, KNNFewShot, Ensemble, Finetune)
 }
 
 __all__ = [
@@ -21,6 +22,7 @@ __all__ = [
     "BootstrapFewShot",
     "Candidate",
     "Ensemble",
+    "Finetune",
     "KNNFewShot",
     "LabeledFewShot",
     "OptimizeContext",

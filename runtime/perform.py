@@ -137,9 +137,11 @@ class Performer:
             seed=int(options.get("seed", 0)) + run.sample + draw.get("sample", 0),
             cancel=run.cancel,
         )
+        adapter = self._adapter(node, name, model, request)  # part of the model's identity in the key
         key = call_key({"model": model.identity, "messages": messages, "schema": schema,
                         "max_tokens": request.max_tokens, "temperature": request.temperature,
-                        "seed": request.seed, "sample": run.sample, **({"draw": draw} if draw else {})})
+                        "seed": request.seed, "sample": run.sample, **({"draw": draw} if draw else {}),
+                        **({"adapter": adapter} if adapter else {})})
 
         made: list[bool] = []  # whether compute ran here (not in another batch's identical call)
         served: list[str] = []  # the server that answered (remote models): traced, never cached
@@ -167,6 +169,21 @@ class Performer:
             event.extra["endpoint"] = served[0]
         event.prompt_tokens, event.completion_tokens = value["prompt_tokens"], value["completion_tokens"]
         return value["text"]
+
+    def _adapter(self, node: dict, name: str, model: Any, request: GenerationRequest) -> str | None:
+        """A tuned node's LoRA adapter (optimizers/finetune.py), checked against its hash and put on
+        the request; its SHA-256, or None. Not applied when another model (a teacher) runs the node:
+        the adapter was trained for the node's own model."""
+        from lmpc.runtime.models.adapters import AdapterError, verified
+
+        adapter = node.get("adapter")
+        if not adapter or name != (node.get("model") or self.default_model):
+            return None
+        if not model.supports_adapters:
+            raise AdapterError(f"step `{node['step']}` carries a LoRA adapter, which only llama_cpp models apply; "
+                               f"model `{name}` is not one")
+        request.adapter = (verified(adapter, self.base_dir, node["step"]), adapter["sha256"])
+        return adapter["sha256"]
 
     def _knn_demos(self, node: dict) -> KnnDemos:
         with self._knn_lock:

@@ -63,6 +63,8 @@ class GenerationRequest:
     temperature: float = 0.0
     seed: int = 0
     stop: list[str] | None = None
+    # a LoRA adapter to apply (local models): (its verified file, its SHA-256); runtime/models/adapters.py
+    adapter: tuple[Path, str] | None = None
     # The batch's cancel token: implementations that can stop a call midway (HTTP) watch it.
     cancel: CancelToken | None = field(default=None, compare=False, repr=False)
 
@@ -90,6 +92,11 @@ class Model(ABC):
     def has_chat_template(self) -> bool:
         """False for base models that should get a plain completion-style prompt."""
         return True
+
+    @property
+    def supports_adapters(self) -> bool:
+        """Whether generate() applies a request's LoRA adapter (local llama.cpp models)."""
+        return False
 
     @property
     def supports_concurrency(self) -> bool:

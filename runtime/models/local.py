@@ -143,6 +143,8 @@ class _Worker:
         self.trusted = 0  # KV positions evaluated as prompt chunks by the last call
         self.grammars: dict[str, Any] = {}  # schema key -> LlamaGrammar
         self.engine: Any = None  # batch_engine.BatchEngine (engine: "batched"), made on first call
+        self.adapters: Any = None  # adapters.LoadedAdapters: LoRA handles (finetune), made on first use
+        self.adapter: str | None = None  # the SHA-256 of the adapter set on llm's context (None: none)
         self.thread = threading.Thread(target=self.serve, name=f"lmpc-llama-{name}", daemon=True)
         self.thread.start()
 
@@ -222,12 +224,20 @@ class LlamaCppModel(Model):
         return self._submit(self._has_chat_template)
 
     @property
+    def supports_adapters(self) -> bool:
+        return True
+
+    @property
     def supports_concurrency(self) -> bool:
         return self.engine == "batched"  # the executor then sends calls at once; the engine batches them
 
     def generate(self, req: GenerationRequest) -> Completion:
         if self.engine == "batched":
             from lmpc.runtime.models.batch_engine import Job
+
+            if req.adapter is not None:  # one context serves all its slots: adapters would mix
+                raise ModelConfigError(f"model `{self.name}`: engine \"batched\" does not apply LoRA adapters yet "
+                                       "(a finetuned step); use engine: \"single\"")
 
             return self._submit_item(Job(prepare=lambda: self._prepare(req), engine=self._batch_engine))
         return self._submit(lambda: self._generate(req))
@@ -395,6 +405,33 @@ class LlamaCppModel(Model):
         if keep < llm.n_tokens:
             llm.n_tokens = max(keep, 0)  # llama-cpp-python matches against input_ids[:n_tokens]
 
+    def _set_adapter(self, adapter: tuple[Path, str] | None) -> None:
+        """Put the request's LoRA adapter (None: none) on the context. A change drops the cached
+        prompt: its KV cells were computed with other weights."""
+        w = self._w
+        want = adapter[1] if adapter is not None else None
+        if want == w.adapter:
+            return
+        from lmpc.runtime.models.adapters import LoadedAdapters
+
+        if w.adapters is None:
+            w.adapters = LoadedAdapters()
+        w.adapters.apply(w.llm.ctx, w.adapters.handle(w.llm, *adapter) if adapter is not None else None)
+        w.adapter, w.trusted, w.llm.n_tokens = want, 0, 0
+
+    def training_tokens(self, messages: list[dict], target: str) -> tuple[list[int], list[int]]:
+        """The prompt tokens this model evaluates for `messages` (chat template or base layout, as
+        generate() renders them) and the tokens of `target` as its answer, end of turn included:
+        what optimizers/finetune.py trains on, so training sees exactly the runtime's prompts."""
+        def run() -> tuple[list[int], list[int]]:
+            llm = self._load()
+            prompt, _, _ = self._prompt(GenerationRequest(messages=messages, json_schema={}), True)
+            chat = self._w.formatter is not None
+            answer = llm.tokenize(((" " if not chat else "") + target).encode("utf-8"), add_bos=False, special=False)
+            return prompt, answer + [llm.token_eos()]
+
+        return self._submit(run)
+
     # -- the batched engine (batch_engine.py), on the worker thread -------------------------
     def _batch_engine(self) -> Any:
         w = self._w
@@ -437,6 +474,7 @@ class LlamaCppModel(Model):
                 f"model `{self.name}`: the prompt has {len(tokens)} tokens and does not fit the "
                 f"context of {self.n_ctx}; raise the model's n_ctx option or shorten the prompt"
             )
+        self._set_adapter(req.adapter)
         self._reuse_aligned_prefix(tokens)
         w.trusted = 0  # if decoding fails midway, trust nothing that is cached
         before = llama_cpp.llama_perf_context(llm.ctx).n_p_eval

@@ -129,8 +129,8 @@ def test_models_carry_no_secrets(tmp_path):
 
 
 @pytest.mark.parametrize("version, message", [
-    (99, "format version 99; this lmpc reads version 2: upgrade lmpc"),
-    (1, "format version 1; this lmpc reads version 2: rebuild it with `lmpc build`"),
+    (99, "format version 99; this lmpc reads versions 2 and 3: upgrade lmpc"),
+    (1, "format version 1; this lmpc reads versions 2 and 3: rebuild it with `lmpc build`"),
 ])
 def test_other_versions_are_refused_with_a_clear_message(tmp_path, version, message):
     data, _ = _artifact(tmp_path)
