@@ -104,12 +104,14 @@ def build_parser() -> argparse.ArgumentParser:
     from lmpc.cli_eval import add_eval_command
     from lmpc.cli_index import add_index_command
     from lmpc.cli_run import add_run_commands
+    from lmpc.cli_serve import add_serve_command
 
     add_run_commands(sub)
     add_eval_command(sub)
     add_build_command(sub)
     add_index_command(sub)
     add_doctor_command(sub)
+    add_serve_command(sub)
     return p
 
 
