@@ -2,24 +2,34 @@
 
 The model's owner thread (local.py's _Worker) hands every queued call to serve(): each call
 takes a free slot (a llama.cpp sequence with its own KV stream and its own sampler chain:
-grammar, DRY, greedy or dist), its prompt is evaluated, and then every step decodes one token
-for each active sequence in one llama_decode (matrix-matrix work instead of one
-matrix-vector pass per call). A sequence finishes on its own (end of generation: the grammar
-closed, a stop string, its token bound) and frees its slot; calls that arrived meanwhile are
-admitted at once (continuous batching, as llama.cpp's server does with --parallel).
+grammar, DRY, greedy or dist). Each round of the loop then
+- evaluates the next 16-token prompt chunk of *every* call still reading its prompt in ONE
+  llama_decode (chunked prefill, as llama.cpp's server does with --parallel), and
+- decodes one token for every generating call (llama_decode calls of up to DECODE_GROUP
+  sequences each).
+A sequence finishes on its own (end of generation: the grammar closed, a stop string, its token
+bound) and frees its slot; calls that arrived meanwhile are admitted at once (continuous
+batching). A prompt prefix (instructions, demos) that another slot holds is copied
+(llama_memory_seq_cp) instead of evaluated, and calls admitted together that share a prefix
+evaluate it once: one leads, the others wait and copy its cells.
 
-Reproducibility (a call's output must not depend on its neighbours or on what ran before):
-- the KV cache is not unified (kv_unified = false): each slot has its own stream whose cells
-  start at position 0, so where a sequence's keys sit, and the attention sums over them, do
-  not depend on the other sequences;
-- prompts are evaluated alone (one sequence per llama_decode), on the same fixed grid of
-  PREFIX_CHUNK tokens as the single engine, and a slot reuses its cached prompt only up to a
-  grid boundary;
-- decoding steps are padded to a constant number of rows (one per slot: a free slot decodes a
-  throw-away token that is removed after the step), so every step has the same matrix shapes
-  whatever the number of active calls.
-tests/runtime/test_batch_engine.py checks byte-identical outputs alone, in batches and in
-other orders.
+Reproducibility (a call's output must not depend on its neighbours, the batch, the order or
+what ran before). Measured on this CPU (AVX2, bench/runtime/bench_invariance.py; SmolLM2 Q4_1
+and Gemma 3 270M Q4_K_M/Q5_0/Q8_0), a row's numbers depend on the *shape of its ubatch*, not on
+the other sequences' contents:
+- Gemma: a ubatch of 8 or more one-row sequences gives other numbers than one row alone (with
+  flash attention already from 4); up to 7 give the same bytes. A sequence's prompt chunk of
+  5 rows gives other numbers than the same rows padded to 16 (extra buffers off). A 16-row
+  chunk per sequence gives the same bytes with 1 to 8 sequences in the ubatch.
+- SmolLM2 (Q4_1, no repacked or tinyBLAS kernel on AVX2): the same bytes in every layout tried.
+So every shape is fixed: the KV cache is not unified (a stream per slot, cells from position
+0; llama.cpp then splits a batch into ubatches of consecutive streams with the same number of
+rows each), flash attention is off, every prompt chunk is PREFIX_CHUNK rows on the grid (the
+last one padded with throw-away tokens that are removed after), prompt cells are reused or
+copied only up to a grid boundary, and decoding steps hold at most DECODE_GROUP sequences of
+one row. A call decoded alone then has the same shapes as in any batch, with no padding.
+tests/runtime/test_batch_engine.py checks byte-identical outputs alone, in batches, in other
+orders and on other slot counts.
 """
 
 from __future__ import annotations
@@ -28,12 +38,50 @@ import queue
 from collections import deque
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Hashable
 
 from lmpc.runtime.errors import LmpcRuntimeError
 from lmpc.runtime.models import sampling
 
-DEFAULT_SLOTS = 4
+DEFAULT_SLOTS = 4  # the most slots `slots` sizes to (a 2-core CPU gains little from more)
+# Sequences per decoding llama_decode. Gemma 3 270M gave other numbers with 8 one-row
+# sequences in a ubatch than alone (7 and fewer: the same bytes); 4 keeps a margin.
+DECODE_GROUP = 4
+KV_MEMORY_SHARE = 0.25  # the part of available memory the engine's KV cache may take
+
+
+def kv_bytes_per_token(model: Any) -> int:
+    """An estimate of one token's K and V cells (f16) over all layers."""
+    import llama_cpp as L
+
+    n_head = max(L.llama_model_n_head(model), 1)
+    head_dim = L.llama_model_n_embd(model) // n_head
+    return 2 * 2 * L.llama_model_n_layer(model) * L.llama_model_n_head_kv(model) * max(head_dim, 1)
+
+
+def available_memory() -> int | None:
+    try:
+        for line in open("/proc/meminfo"):
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def plan_slots(model: Any, n_ctx: int, slots: int | None) -> tuple[int, int]:
+    """(slots, tokens per slot): the option's slots, or as many as DEFAULT_SLOTS that fit
+    KV_MEMORY_SHARE of the available memory; a slot holds n_ctx tokens, at most the model's
+    training context."""
+    import llama_cpp as L
+
+    train = L.llama_model_n_ctx_train(model)
+    per_slot = min(n_ctx, train) if train > 0 else n_ctx
+    if slots is None:
+        avail = available_memory()
+        fit = DEFAULT_SLOTS if avail is None else int(avail * KV_MEMORY_SHARE // (per_slot * kv_bytes_per_token(model)))
+        slots = max(1, min(DEFAULT_SLOTS, fit))
+    return slots, per_slot
 
 
 @dataclass
@@ -54,7 +102,8 @@ class Job:
     """A queued call: prepare() runs on the owner thread (it needs the loaded model)."""
 
     prepare: Callable[[], Prepared]
-    engine: Callable[[], "BatchEngine"]  # the worker's engine, made on first use
+    engine: Callable[[Hashable], "BatchEngine"]  # the worker's engine for a key, made on first use
+    key: Hashable = None  # what needs its own context: the LoRA adapter's SHA-256 (None: none)
 
 
 @dataclass
@@ -62,7 +111,8 @@ class _Seq:
     slot: int
     prep: Prepared
     fut: Future
-    chain: Any
+    chain: Any = None
+    done: int = 0  # prompt tokens whose cells this slot holds (while reading the prompt)
     generated: list[int] = field(default_factory=list)
     text: str = ""
 
@@ -71,16 +121,17 @@ class BatchEngine:
     """One llama.cpp context with `slots` sequences over an already loaded model."""
 
     def __init__(self, llm: Any, slots: int, n_ctx_per_slot: int, n_threads: int, chunk: int,
-                 dry_multiplier: float) -> None:
+                 dry_multiplier: float, setup: Callable[[Any], None] | None = None) -> None:
         import llama_cpp as L
 
         self.L, self.llm, self.slots, self.chunk = L, llm, slots, chunk
         self.n_ctx_per_slot, self.dry = n_ctx_per_slot, dry_multiplier
         p = L.llama_context_default_params()
         p.n_ctx = n_ctx_per_slot * slots
-        p.n_batch = p.n_ubatch = max(chunk, slots)
+        p.n_batch = p.n_ubatch = chunk * slots  # one prompt chunk of every slot in one ubatch
         p.n_seq_max = slots
         p.kv_unified = False
+        p.flash_attn_type = L.LLAMA_FLASH_ATTN_TYPE_DISABLED  # measured: shape-dependent from 4 rows
         p.n_threads = p.n_threads_batch = n_threads
         p.no_perf = False
         # the model llm was loaded with (load_llama: the extra-buffer decision applies to it)
@@ -90,13 +141,17 @@ class BatchEngine:
                                    f"{n_ctx_per_slot} tokens (lower slots or n_ctx)")
         self.mem = L.llama_get_memory(self.ctx)
         self.vocab = llm._model.vocab
-        self.batch = L.llama_batch_init(max(chunk, slots), 0, 1)
+        self.batch = L.llama_batch_init(chunk * slots, 0, 1)
+        if setup is not None:
+            setup(self.ctx)  # e.g. the LoRA adapter this engine's calls share
         self.cached: list[list[int]] = [[] for _ in range(slots)]  # prompt tokens in each slot's KV
-        self.active: dict[int, _Seq] = {}
-        self.prompt_tokens_evaluated = 0
+        self.reading: dict[int, _Seq] = {}  # slot -> a call whose prompt is being evaluated
+        self.active: dict[int, _Seq] = {}  # slot -> a generating call
+        self.prompt_tokens_evaluated = 0  # real prompt tokens decoded (not the padding)
         self.prompt_tokens_copied = 0  # shared prefix cells copied from another slot
-        self.pad = True  # decode steps padded to one row per slot (see the module's docstring)
-        self.steps = 0  # decoding steps, and the most sequences one of them decoded together
+        self.prompt_rounds = 0  # prompt llama_decodes, and the most calls one of them evaluated
+        self.widest_prompt = 0
+        self.steps = 0  # decoding rounds, and the most sequences one of them decoded
         self.widest = 0
 
     def close(self) -> None:
@@ -104,6 +159,10 @@ class BatchEngine:
             self.L.llama_batch_free(self.batch)
             self.L.llama_free(self.ctx)
             self.ctx = None
+
+    @property
+    def busy(self) -> bool:
+        return bool(self.reading or self.active)
 
     # -- llama.cpp calls ------------------------------------------------------------------
     def _decode(self, rows: list[tuple[int, int, int, bool]]) -> None:
@@ -119,12 +178,12 @@ class BatchEngine:
 
     # -- calls ----------------------------------------------------------------------------
     def free_slots(self) -> list[int]:
-        return [s for s in range(self.slots) if s not in self.active]
+        return [s for s in range(self.slots) if s not in self.active and s not in self.reading]
 
     def _reusable(self, cached: list[int], tokens: list[int]) -> int:
-        """How many of tokens' cached KV cells a fresh evaluation would compute identically:
-        the common prefix cut to the grid, less the last chunk when all is cached (its logits
-        are needed)."""
+        """How many of tokens' cells a slot holding `cached` has as a fresh evaluation would
+        compute them: the common prefix cut to the grid, less the last chunk when all of tokens
+        is there (its logits are needed)."""
         common = 0
         for a, b in zip(cached, tokens):
             if a != b:
@@ -136,11 +195,10 @@ class BatchEngine:
         return max(aligned, 0)
 
     def admit(self, prep: Prepared, fut: Future) -> None:
-        """Take the free slot whose cached prompt shares the longest grid-aligned prefix (or
-        copy a longer one from another slot), evaluate the rest of the prompt alone on the
-        grid, and sample the first token."""
+        """Take the free slot whose cached prompt shares the longest grid-aligned prefix; the
+        prompt is then read by prompt_round()."""
         tokens = prep.tokens
-        if len(tokens) >= self.n_ctx_per_slot:
+        if -(-len(tokens) // self.chunk) * self.chunk >= self.n_ctx_per_slot:  # the padded last chunk too
             raise LmpcRuntimeError(
                 f"the prompt has {len(tokens)} tokens and does not fit a slot's context of "
                 f"{self.n_ctx_per_slot}; raise the model's n_ctx option or shorten the prompt")
@@ -150,53 +208,82 @@ class BatchEngine:
             if aligned > keep:
                 best, keep = s, aligned
         assert best is not None
-        # A shared prefix (instructions, demos) another slot holds, active or not, is copied
-        # instead of evaluated: its cells are the same numbers a fresh evaluation would give
-        # (evaluated alone on the same grid). Across streams llama.cpp copies whole streams;
-        # the copy's cells past the prefix are dropped below.
-        donor, donor_keep = None, keep + self.chunk - 1
-        for t in range(self.slots):
-            if t != best:
-                aligned = self._reusable(self.cached[t], tokens)
-                if aligned > donor_keep:
-                    donor, donor_keep = t, aligned
-        if donor is not None:
-            self.L.llama_memory_seq_cp(self.mem, donor, best, -1, -1)
-            self.prompt_tokens_copied += donor_keep - keep
-            keep = donor_keep
         self.L.llama_memory_seq_rm(self.mem, best, keep, -1)
-        self.cached[best] = []  # until the prompt is fully evaluated
-        for start in range(keep, len(tokens), self.chunk):
-            part = tokens[start:start + self.chunk]
-            last = start + len(part) == len(tokens)
-            self._decode([(t, start + i, best, last and i == len(part) - 1) for i, t in enumerate(part)])
-            self.prompt_tokens_evaluated += len(part)
-        self.cached[best] = list(tokens)
-        chain = sampling.new_chain(self.llm._model, prep.grammar, prep.temperature, prep.seed, self.dry)
-        seq = _Seq(best, prep, fut, chain)
-        self.active[best] = seq
-        last_row = (len(tokens) - 1) % self.chunk  # the last chunk starts on the grid
-        self._take(seq, self.L.llama_sampler_sample(chain.sampler, self.ctx, last_row))
+        self.cached[best] = tokens[:keep]
+        self.reading[best] = _Seq(best, prep, fut, done=keep)
+
+    def _copy_prefix(self, seq: _Seq) -> None:
+        """Copy a longer shared prefix from another slot (busy or not), if one holds it: its
+        cells are the numbers a fresh evaluation would give (same chunks, same shapes).
+        Across streams llama.cpp copies a whole stream; the cells past the prefix are dropped."""
+        tokens = seq.prep.tokens
+        donor, keep = None, seq.done
+        for t in range(self.slots):
+            if t != seq.slot:
+                aligned = self._reusable(self.cached[t], tokens)
+                if aligned > keep:
+                    donor, keep = t, aligned
+        if donor is not None:
+            self.L.llama_memory_seq_cp(self.mem, donor, seq.slot, -1, -1)
+            self.L.llama_memory_seq_rm(self.mem, seq.slot, keep, -1)
+            self.prompt_tokens_copied += keep - seq.done
+            seq.done = keep
+            self.cached[seq.slot] = tokens[:keep]
+
+    def prompt_round(self) -> None:
+        """Evaluate the next grid chunk of every call reading its prompt, in one llama_decode.
+
+        A call whose next chunk (with everything before it) another call evaluates in this
+        round waits, and copies the cells next round: a shared prefix is evaluated once."""
+        for seq in self.reading.values():
+            self._copy_prefix(seq)
+        rows: list[tuple[int, int, int, bool]] = []
+        planned: list[tuple[_Seq, int, int]] = []  # (call, tokens in its chunk, its logits row)
+        leaders: list[list[int]] = []
+        for seq in sorted(self.reading.values(), key=lambda q: (-q.done, q.slot)):
+            tokens, start = seq.prep.tokens, seq.done
+            end = min(start + self.chunk, len(tokens))
+            if any(len(lead) > start and self._reusable(lead, tokens) > start for lead in leaders):
+                continue  # a leader evaluates this chunk now (and maybe more): copy it next round
+            part = tokens[start:end]
+            last = end == len(tokens)
+            planned.append((seq, len(part), len(rows) + len(part) - 1))
+            rows += [(t, start + i, seq.slot, last and i == len(part) - 1) for i, t in enumerate(part)]
+            # the last chunk is padded to the grid: every chunk has the same rows (see the docstring)
+            rows += [(0, start + i, seq.slot, False) for i in range(len(part), self.chunk)]
+            leaders.append(tokens[:end])
+        # llama.cpp splits a batch into ubatches of consecutive streams: keep them in slot order
+        order = sorted(range(len(planned)), key=lambda i: planned[i][0].slot)
+        rows_by_slot = {planned[i][0].slot: rows[i * self.chunk:(i + 1) * self.chunk] for i in range(len(planned))}
+        rows = [r for i in order for r in rows_by_slot[planned[i][0].slot]]
+        self._decode(rows)
+        self.prompt_rounds += 1
+        self.widest_prompt = max(self.widest_prompt, len(planned))
+        for pos, i in enumerate(order):
+            seq, n, _ = planned[i]
+            seq.done += n
+            self.prompt_tokens_evaluated += n
+            tokens = seq.prep.tokens
+            self.cached[seq.slot] = tokens[:seq.done]
+            if seq.done < len(tokens):
+                continue
+            self.L.llama_memory_seq_rm(self.mem, seq.slot, len(tokens), -1)  # the padding
+            del self.reading[seq.slot]
+            seq.chain = sampling.new_chain(self.llm._model, seq.prep.grammar, seq.prep.temperature, seq.prep.seed,
+                                           self.dry)
+            self.active[seq.slot] = seq
+            self._take(seq, self.L.llama_sampler_sample(seq.chain.sampler, self.ctx, pos * self.chunk + n - 1))
 
     def step(self) -> None:
-        """Decode one token for every active sequence (and a throw-away one per free slot)."""
-        rows, order = [], []
-        for s in range(self.slots):
-            seq = self.active.get(s)
-            if seq is not None:
-                order.append((len(rows), seq))
-                rows.append((seq.generated[-1], len(seq.prep.tokens) + len(seq.generated) - 1, s, True))
-            elif self.pad:  # padding: the same shape every step; its cell is removed below
-                rows.append((0, len(self.cached[s]), s, False))
-        self._decode(rows)
+        """Decode one token for every generating call, DECODE_GROUP sequences per llama_decode."""
+        seqs = [self.active[s] for s in sorted(self.active)]
         self.steps += 1
-        self.widest = max(self.widest, len(order))
-        if self.pad:
-            for s in range(self.slots):
-                if s not in self.active:
-                    self.L.llama_memory_seq_rm(self.mem, s, len(self.cached[s]), -1)
-        for row, seq in order:
-            self._take(seq, self.L.llama_sampler_sample(seq.chain.sampler, self.ctx, row))
+        self.widest = max(self.widest, len(seqs))
+        for g in range(0, len(seqs), DECODE_GROUP):
+            group = seqs[g:g + DECODE_GROUP]
+            self._decode([(q.generated[-1], len(q.prep.tokens) + len(q.generated) - 1, q.slot, True) for q in group])
+            for row, seq in enumerate(group):
+                self._take(seq, self.L.llama_sampler_sample(seq.chain.sampler, self.ctx, row))
 
     def _take(self, seq: _Seq, token: int) -> None:
         """Record a sampled token; finish the sequence if it ended."""
@@ -225,10 +312,13 @@ class BatchEngine:
             seq.fut.set_exception(e)
 
     def fail_all(self, error: BaseException) -> None:
-        for seq in list(self.active.values()):
-            del self.active[seq.slot]
-            seq.chain.close()
-            seq.fut.set_exception(error)
+        for seq in list(self.active.values()) + list(self.reading.values()):
+            if seq.chain is not None:
+                seq.chain.close()
+            if not seq.fut.done():
+                seq.fut.set_exception(error)
+        self.active.clear()
+        self.reading.clear()
         self.L.llama_memory_clear(self.mem, True)
         self.cached = [[] for _ in range(self.slots)]
 
@@ -236,20 +326,30 @@ class BatchEngine:
 def serve(q: "queue.SimpleQueue", first: tuple[Job, Future], run_other: Callable[[Any], None]) -> bool:
     """Decode `first` and every call that arrives while others decode, until none is left.
 
-    Runs on the owner thread. Other work found in the queue (a callable item) runs between
-    steps through run_other. Returns False when the close sentinel was taken from the queue
-    (the worker must then stop after this)."""
+    Runs on the owner thread. Calls with different keys (LoRA adapters) go to different
+    engines (contexts), each batched on its own. Other work found in the queue (a callable
+    item) runs between rounds through run_other. Returns False when the close sentinel was
+    taken from the queue (the worker must then stop after this)."""
     pending: deque[tuple[Job, Future]] = deque([first])
-    try:
-        engine = first[0].engine()
-    except BaseException as e:  # noqa: BLE001 - e.g. the model or the context does not load
-        if first[1].set_running_or_notify_cancel():
-            first[1].set_exception(e)
-        return True
+    engines: dict[Hashable, BatchEngine] = {}
     open_ = True
-    while pending or engine.active:
-        while pending and engine.free_slots():
+    while pending or any(e.busy for e in engines.values()):
+        waiting: deque[tuple[Job, Future]] = deque()
+        while pending:
             job, fut = pending.popleft()
+            if fut.done():
+                continue
+            engine = engines.get(job.key)
+            if engine is None:
+                try:
+                    engine = engines[job.key] = job.engine(job.key)
+                except BaseException as e:  # noqa: BLE001 - e.g. the model or the context does not load
+                    if fut.set_running_or_notify_cancel():
+                        fut.set_exception(e)
+                    continue
+            if not engine.free_slots():
+                waiting.append((job, fut))
+                continue
             if not fut.set_running_or_notify_cancel():
                 continue
             try:
@@ -257,9 +357,13 @@ def serve(q: "queue.SimpleQueue", first: tuple[Job, Future], run_other: Callable
             except BaseException as e:  # noqa: BLE001 - this call's error, delivered to its caller
                 if not fut.done():
                     fut.set_exception(e)
-        if engine.active:
+        pending = waiting
+        for engine in engines.values():
             try:
-                engine.step()
+                if engine.reading:
+                    engine.prompt_round()
+                if engine.active:
+                    engine.step()
             except BaseException as e:  # noqa: BLE001 - a failed decode fails the calls in it
                 engine.fail_all(e if isinstance(e, LmpcRuntimeError) else LmpcRuntimeError(str(e)))
         while open_:

@@ -142,7 +142,7 @@ class _Worker:
         self.formatter: Any = None  # Jinja2ChatFormatter of the GGUF's chat template, or None
         self.trusted = 0  # KV positions evaluated as prompt chunks by the last call
         self.grammars: dict[str, Any] = {}  # schema key -> LlamaGrammar
-        self.engine: Any = None  # batch_engine.BatchEngine (engine: "batched"), made on first call
+        self.engines: dict[Any, Any] = {}  # batch_engine.BatchEngine per adapter (None: none), made on first call
         self.adapters: Any = None  # adapters.LoadedAdapters: LoRA handles (finetune), made on first use
         self.adapter: str | None = None  # the SHA-256 of the adapter set on llm's context (None: none)
         self.thread = threading.Thread(target=self.serve, name=f"lmpc-llama-{name}", daemon=True)
@@ -158,9 +158,9 @@ class _Worker:
             else:
                 self.run(item)
             item = None  # drop references to the request before waiting again
-        if self.engine is not None:
-            self.engine.close()
-            self.engine = None
+        for engine in self.engines.values():
+            engine.close()
+        self.engines.clear()
         if self.llm is not None:
             self.llm.close()  # frees the context on the thread that used it
             self.llm = None
@@ -195,7 +195,8 @@ class LlamaCppModel(Model):
         self.engine = options.get("engine", "single")
         if self.engine not in ENGINES:
             raise ModelConfigError(f"model `{name}`: option engine is one of {', '.join(ENGINES)}, not {self.engine!r}")
-        self.slots = _positive_int(name, options, "slots", DEFAULT_SLOTS)
+        # batched: sequences decoded together; None: sized from the model and memory (batch_engine.plan_slots)
+        self.slots = _positive_int(name, options, "slots", DEFAULT_SLOTS) if "slots" in options else None
         self.extra_buffers_option = parse_setting(options.get("extra_buffers", "auto"),
                                                   f"model `{name}`: option extra_buffers")
         self.extra_buffers: ExtraBuffers | None = None  # the decision the load applied
@@ -235,11 +236,10 @@ class LlamaCppModel(Model):
         if self.engine == "batched":
             from lmpc.runtime.models.batch_engine import Job
 
-            if req.adapter is not None:  # one context serves all its slots: adapters would mix
-                raise ModelConfigError(f"model `{self.name}`: engine \"batched\" does not apply LoRA adapters yet "
-                                       "(a finetuned step); use engine: \"single\"")
-
-            return self._submit_item(Job(prepare=lambda: self._prepare(req), engine=self._batch_engine))
+            # an adapter applies to a whole context: one engine (context) per adapter, each batched
+            key = req.adapter[1] if req.adapter is not None else None
+            return self._submit_item(Job(prepare=lambda: self._prepare(req), engine=lambda k: self._batch_engine(req),
+                                         key=key))
         return self._submit(lambda: self._generate(req))
 
     def close(self) -> None:
@@ -433,14 +433,27 @@ class LlamaCppModel(Model):
         return self._submit(run)
 
     # -- the batched engine (batch_engine.py), on the worker thread -------------------------
-    def _batch_engine(self) -> Any:
+    def _batch_engine(self, req: GenerationRequest | None = None) -> Any:
+        """The batched engine of req's adapter (None: the base model's), made on first use."""
         w = self._w
-        if w.engine is None:
-            from lmpc.runtime.models.batch_engine import BatchEngine
+        adapter = req.adapter if req is not None else None
+        key = adapter[1] if adapter is not None else None
+        if key not in w.engines:
+            from lmpc.runtime.models.batch_engine import BatchEngine, plan_slots
 
-            w.engine = BatchEngine(self._load(), self.slots, self.n_ctx, self.n_threads, PREFIX_CHUNK,
-                                   self.dry_multiplier)
-        return w.engine
+            llm = self._load()
+            setup = None
+            if adapter is not None:
+                from lmpc.runtime.models.adapters import LoadedAdapters
+
+                if w.adapters is None:
+                    w.adapters = LoadedAdapters()
+                handle = w.adapters.handle(llm, *adapter)
+                setup = lambda ctx: w.adapters.apply(ctx, handle)  # noqa: E731
+            slots, per_slot = plan_slots(llm._model.model, self.n_ctx, self.slots)
+            w.engines[key] = BatchEngine(llm, slots, per_slot, self.n_threads, PREFIX_CHUNK, self.dry_multiplier,
+                                         setup)
+        return w.engines[key]
 
     def _prepare(self, req: GenerationRequest) -> Any:
         from lmpc.runtime.models.batch_engine import Prepared

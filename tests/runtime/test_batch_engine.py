@@ -79,7 +79,7 @@ def test_outputs_are_well_formed_and_do_not_depend_on_batch_or_order(batched, sm
         jsonschema.validate(json.loads(text), schema)
     assert concurrently(batched, CALLS) == alone  # decoded together, 3 at a time
     assert concurrently(batched, CALLS[::-1])[::-1] == alone  # other neighbours, other order
-    engine = batched._submit(lambda: batched._w.engine)
+    engine = batched._submit(lambda: batched._w.engines[None])
     assert engine.widest == 3  # they really shared steps
     # another engine with another number of slots (other matrix shapes): the same bytes
     other = create_model("b2", "llama_cpp", {"path": str(smollm2_path), "engine": "batched", "slots": 2})
@@ -108,7 +108,7 @@ def test_a_call_that_finishes_early_frees_its_slot_for_a_queued_call(smollm2_pat
             time.sleep(0.3)
         for t in threads:
             t.join()
-        engine = model._submit(lambda: model._w.engine)
+        engine = model._submit(lambda: model._w.engines[None])
         assert engine.widest == 2  # never more sequences than slots
         # the queued call got the short one's slot and finished while the long one decoded
         assert done["short"] < done["queued"] < done["long"], done
@@ -159,7 +159,7 @@ def test_a_shared_prompt_prefix_is_copied_between_slots_and_changes_nothing(smol
     try:
         with ThreadPoolExecutor(3) as pool:
             together = list(pool.map(lambda t: shared.generate(req(t)), texts))
-        engine = shared._submit(lambda: shared._w.engine)
+        engine = shared._submit(lambda: shared._w.engines[None])
         prompt = together[0].prompt_tokens
         assert prompt > 120 and engine.widest >= 2
         # the first call evaluates the prefix; the others copy it (at most a chunk and their own text again)
