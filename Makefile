@@ -5,7 +5,7 @@ VENV   ?= .venv
 PY      = $(VENV)/bin/python
 STAMP   = $(VENV)/.lmpc-installed
 
-.PHONY: install finetune demo test bench clean
+.PHONY: install finetune ray demo test bench clean
 
 install: $(STAMP)
 
@@ -41,7 +41,16 @@ $(FT_STAMP): $(STAMP)
 	$(PY) -m pip install --quiet -e '.[finetune]'
 	touch $(FT_STAMP)
 
-test: install finetune
+# The ray extra for tests/test_ray.py (`--executor ray`; a ~70 MB wheel).
+RAY_STAMP = $(VENV)/.lmpc-ray
+
+ray: $(RAY_STAMP)
+
+$(RAY_STAMP): $(STAMP)
+	$(PY) -m pip install --quiet -e '.[ray]'
+	touch $(RAY_STAMP)
+
+test: install finetune ray
 	$(VENV)/bin/python -m pytest -q --ignore=tests/security/test_interrupts.py
 	# Real SIGINTs to the test process: run in a fresh interpreter. In the full suite's process
 	# (after ~850 tests) these failed or hung while passing alone; the cause is not found yet.

@@ -90,14 +90,10 @@ def cmd_build(args: argparse.Namespace) -> int:
     """Errors say their own exit code (lmpc/cli.py main): a --metric or --strategy that does not
     read, an unknown pipeline, a bad strategy option, bad data or an artifact that cannot carry
     the Python files it names exit 2, before any model call; a spent budget or a failed run 1."""
-    from lmpc.api import program_from_checked, resolve_metric
-    from lmpc.cli_common import UsageError, load_program
-    from lmpc.compiler.artifact import place_code
-    from lmpc.optimizers.base import OptimizeContext
-    from lmpc.optimizers.build import build, make_optimizers, plan
+    from lmpc.cli_common import UsageError, load_program, open_runner
+    from lmpc.optimizers.build import make_optimizers
     from lmpc.runtime.budget import CallBudget
     from lmpc.runtime.cache import CallCache, default_cache_dir
-    from lmpc.runtime.trace import start_meter
 
     checked = load_program(args.file)
     if checked is None:
@@ -112,7 +108,25 @@ def cmd_build(args: argparse.Namespace) -> int:
 
     cache_dir = Path(args.cache_dir) if args.cache_dir else default_cache_dir()
     cache = CallCache(cache_dir / "calls.sqlite", enabled=not args.no_cache)
-    budget = CallBudget(settings.get("max_calls"))
+    # --executor ray: evaluations run their rows on a Ray cluster, whose workers share this cache
+    # and charge one budget with the programs here (lmpc/ray_executor.py)
+    runner = None if args.dry_run else open_runner(args, cache)
+    budget = runner.budget(settings.get("max_calls")) if runner is not None else CallBudget(settings.get("max_calls"))
+    try:
+        return _build(args, checked, pipeline, settings, optimizers, cache, cache_dir, budget, runner)
+    finally:
+        if runner is not None:
+            runner.close()
+
+
+def _build(args: argparse.Namespace, checked, pipeline: str, settings: dict[str, Any], optimizers: list, cache,
+           cache_dir: Path, budget, runner) -> int:
+    from lmpc.api import program_from_checked, resolve_metric
+    from lmpc.compiler.artifact import place_code
+    from lmpc.optimizers.base import OptimizeContext
+    from lmpc.optimizers.build import build, plan
+    from lmpc.runtime.trace import start_meter
+
     # Every program of the build (and a judge metric) records its calls where `lmpc inspect` reads.
     prog = program_from_checked(checked, pipeline, base_dir=Path(args.file).parent, cache=cache,
                                 trace_log=cache_dir / "traces.jsonl", budget=budget)
@@ -141,7 +155,7 @@ def cmd_build(args: argparse.Namespace) -> int:
     # The build's programs share the judge's loaded models and trace log (prog's).
     ctx = OptimizeContext(trainset, devset, metric, seed=int(settings.get("seed", 0)), cache=cache, budget=budget,
                           base_dir=Path(args.file).parent, max_prompt_tokens=settings.get("max_prompt_tokens"),
-                          trace_log=prog.trace_log, progress=True, _pool=prog.pool)
+                          trace_log=prog.trace_log, progress=True, runner=runner, _pool=prog.pool)
     t0 = time.perf_counter()
     usage = start_meter()
     try:
@@ -177,7 +191,7 @@ def print_label_report(report: dict[str, Any]) -> None:
 
 
 def add_build_command(sub: argparse._SubParsersAction) -> None:
-    from lmpc.cli_common import int_flag
+    from lmpc.cli_common import add_executor_options, int_flag
 
     b = sub.add_parser("build", help="optimize a pipeline and write the compiled artifact",
                        description="Compile FILE, evaluate the pipeline zero-shot on the dev data, run the strategy "
@@ -202,4 +216,5 @@ def add_build_command(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--dry-run", action="store_true", help="print the planned model calls per stage and stop")
     b.add_argument("--no-cache", action="store_true", help="do not read or write the call cache")
     b.add_argument("--cache-dir", metavar="DIR", help="cache folder (default: $LMPC_CACHE_DIR or ~/.cache/lmpc)")
+    add_executor_options(b)
     b.set_defaults(func=cmd_build)

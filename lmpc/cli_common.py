@@ -80,3 +80,37 @@ def exit_on_next_interrupt() -> None:
         signal.signal(signal.SIGINT, force)
     except ValueError:  # not the main thread (lmpc.cli.main called from a thread): nothing to arm
         pass
+
+
+EXECUTORS = ("local", "ray")
+
+
+def add_executor_options(p: argparse.ArgumentParser) -> None:
+    """--executor and the Ray flags (`lmpc eval`, `lmpc build`; docs/cluster.md)."""
+    p.add_argument("--executor", choices=EXECUTORS, default=None,
+                   help="where rows run: local (this process, the default) or ray (a Ray cluster; "
+                        "pip install 'lmpc[ray]'); default: $LMPC_EXECUTOR, else local")
+    p.add_argument("--ray-address", metavar="ADDR",
+                   help="the Ray cluster to join: HOST:PORT, ray://HOST:PORT or auto (the one started on this "
+                        "machine by `ray start`); default: $RAY_ADDRESS, else start a local cluster")
+    p.add_argument("--ray-workers", type=int_flag(1), metavar="N",
+                   help="Ray workers (actors, one CPU each, each loads a local model once); "
+                        "default: the cluster's CPUs, at most 8")
+
+
+def open_runner(args: argparse.Namespace, cache):
+    """The RayRunner that --executor ray asks for (None: run rows here). Ray not installed:
+    UsageError (exit 2); a cluster that cannot be reached: ConfigurationError (exit 1)."""
+    import os
+
+    executor = args.executor or os.environ.get("LMPC_EXECUTOR") or "local"
+    if executor not in EXECUTORS:
+        raise UsageError(f"LMPC_EXECUTOR must be one of {', '.join(EXECUTORS)}, not {executor!r}")
+    if executor == "local":
+        if args.ray_address is not None or args.ray_workers is not None:
+            raise UsageError("--ray-address and --ray-workers need --executor ray")
+        return None
+    from lmpc.ray_executor import RayRunner, require_ray
+
+    require_ray()
+    return RayRunner(address=args.ray_address, workers=args.ray_workers, cache=cache)

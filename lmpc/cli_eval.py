@@ -8,7 +8,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from lmpc.cli_common import CommandInterrupted, UsageError, exit_on_next_interrupt, int_flag
+from lmpc.cli_common import (CommandInterrupted, UsageError, add_executor_options, exit_on_next_interrupt, int_flag,
+                             open_runner)
 from lmpc.cli_run import add_program_options, open_program
 
 
@@ -83,6 +84,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     prog = open_program(args)
     if prog is None:
         return 1
+    runner = None
     try:
         data = args.data
         if data is None:
@@ -107,6 +109,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         if args.dry_run:
             print_eval_plan(prog, len(examples), args.metric)
             return 0
+        runner = open_runner(args, prog.cache)  # --executor ray: rows run on a Ray cluster
 
         out = open(args.out, "w", encoding="utf-8") if args.out else None  # noqa: SIM115
         written = 0
@@ -120,7 +123,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
             try:  # a configuration error (every example would fail alike) ends it: exit 1
                 report = evaluate(prog, examples, metric, max_errors=args.max_errors,
-                                  progress=Progress(len(examples), label=f"eval {prog.name}"), on_result=write)
+                                  progress=Progress(len(examples), label=f"eval {prog.name}"), on_result=write,
+                                  runner=runner)
             except KeyboardInterrupt:
                 exit_on_next_interrupt()  # cleaning up below; a second Ctrl-C ends at once
                 kept = f"the {written} result(s) in {args.out} are kept" if out is not None else ""
@@ -129,6 +133,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
             if out is not None:
                 out.close()
     finally:
+        if runner is not None:
+            runner.close()
         prog.close()
 
     from lmpc.cli_labels import collapse_warnings, print_labels
@@ -186,4 +192,5 @@ def add_eval_command(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--dry-run", action="store_true",
                    help="print the planned model calls and searches of retrieve steps, and stop")
     add_program_options(e)
+    add_executor_options(e)
     e.set_defaults(func=cmd_eval)

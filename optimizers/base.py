@@ -57,6 +57,7 @@ class OptimizeContext:
     previous: "OptimizeResult | None" = None  # the result of the previous strategy in the chain
     trace_log: TraceLog | None = None  # where every program of the build records its calls
     progress: bool = False  # a bar (terminal) or periodic lines on stderr for each evaluation
+    runner: Any = None  # where evaluations run their rows (lmpc/ray_executor.RayRunner); None: here
     _programs: list[Program] = field(default_factory=list)
     _pool: ModelPool | None = None
 
@@ -78,7 +79,8 @@ class OptimizeContext:
     def evaluate(self, graph: nx.DiGraph, examples: list[Example], model: str | None = None,
                  label: str = "evaluate") -> EvalReport:
         """Score `graph` on `examples`; label names the stage in the progress shown (e.g. `trial 3/12`)."""
-        return evaluate(self.program(graph, model), examples, self.metric, progress=self.bar(len(examples), label))
+        return evaluate(self.program(graph, model), examples, self.metric, progress=self.bar(len(examples), label),
+                        runner=self.runner)
 
     def bar(self, total: int, label: str) -> Progress | None:
         return Progress(total, label=label) if self.progress and total else None

@@ -94,20 +94,27 @@ class EvalReport:
 
 def evaluate(program: Program, examples: list[Example], metric: Metric, *, max_errors: int | None = None,
              chunk_size: int = 16, progress: Progress | bool | None = None, sample: int = 0,
-             on_result: Callable[[ExampleResult], None] | None = None) -> EvalReport:
+             on_result: Callable[[ExampleResult], None] | None = None, runner: Any = None) -> EvalReport:
     """Run `program` on `examples` and score each with `metric`.
 
     progress: a Progress, True (make one), or None/False (quiet). on_result is called with
     each result as soon as it is scored (e.g. to write results.jsonl incrementally).
+    runner: where the chunks run (lmpc/ray_executor.RayRunner: on a Ray cluster, results back
+    in order); None runs each chunk here with program.batch, one after the other. Scoring
+    (a judge metric's calls too) stays in this process either way.
     """
     report = EvalReport([], total=len(examples), label_fields=label_fields(program.output_fields))
     bar = Progress(len(examples)) if progress is True else (progress or None)
     t0 = time.perf_counter()
     usage = start_meter()  # every model call from here on: the program's and a judge metric's
+    if runner is not None:
+        chunk_size = runner.chunk_size(len(examples), chunk_size)
+    chunks = [examples[start:start + chunk_size] for start in range(0, len(examples), chunk_size)]
+    batches = (runner.run_chunks(program, [[ex.inputs for ex in chunk] for chunk in chunks], sample=sample)
+               if runner is not None else (program.batch([ex.inputs for ex in chunk], sample=sample) for chunk in chunks))
     try:
-        for start in range(0, len(examples), chunk_size):
-            chunk = examples[start:start + chunk_size]
-            runs = program.batch([ex.inputs for ex in chunk], sample=sample)
+        for n, (chunk, runs) in enumerate(zip(chunks, batches)):
+            start = n * chunk_size
             for offset, (ex, run) in enumerate(zip(chunk, runs)):
                 error, score = None, 0.0
                 if run.error is not None:
@@ -135,6 +142,7 @@ def evaluate(program: Program, examples: list[Example], metric: Metric, *, max_e
             if report.stopped_early:
                 break
     finally:
+        batches.close()  # a runner stops its chunks still queued (stopped early, Ctrl-C)
         report.wall_s = time.perf_counter() - t0
         usage.stop()
         report.calls, report.cache_hits = usage.calls, usage.cache_hits
