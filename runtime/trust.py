@@ -53,12 +53,17 @@ def _model_risks(name: str, spec: dict, supplied: set[str]) -> list[str]:
     options = spec["options"]
     risks = []
     for key, value in options.items():
-        if isinstance(value, dict) and "env" in value and key not in supplied:
-            risks.append(f"reads the environment variable {value['env']} into its `{key}` option")
+        # a list (base_url's pool of endpoints) may hold env("VAR") entries too
+        for item in value if isinstance(value, list) else [value]:
+            if isinstance(item, dict) and "env" in item and key not in supplied:
+                risks.append(f"reads the environment variable {item['env']} into its `{key}` option")
     if spec["provider"] == "openai":
         if "base_url" not in supplied:
             url = options.get("base_url")
-            where = safe_url(url) if isinstance(url, str) else "the default OpenAI endpoint"
+            urls = [u for u in (url if isinstance(url, list) else [url]) if isinstance(u, str)]
+            where = ", ".join(safe_url(u) for u in urls) if urls else "the default OpenAI endpoint"
+            if isinstance(url, list) and not urls:
+                where = "the servers its environment variables name"
             risks.append(f"sends your inputs to {where}")
         key_env = options.get("api_key_env")
         if key_env is not None and "api_key_env" not in supplied and not isinstance(key_env, dict):

@@ -374,3 +374,15 @@ def test_good_pool_checks_and_runtime_refuses_what_the_checker_would(tmp_path: P
         create_model("srv", "openai", {"model": "m", "base_url": "http://a/v1,http://a/v1/"})
     with pytest.raises(ModelConfigError, match="not an http"):
         create_model("srv", "openai", {"model": "m", "base_url": ["http://a/v1", "a:8000"]})
+
+
+def test_an_artifact_pool_needs_approval_for_each_url_and_variable():
+    from lmpc.runtime.trust import _model_risks
+
+    spec = {"provider": "openai", "options": {"model": "m", "base_url": ["http://a:1/v1", {"env": "LMPC_B"}]}}
+    risks = " | ".join(_model_risks("srv", spec, set()))
+    assert "reads the environment variable LMPC_B into its `base_url` option" in risks
+    assert "sends your inputs to http://a:1/v1" in risks
+    only_env = {"provider": "openai", "options": {"model": "m", "base_url": [{"env": "LMPC_A"}]}}
+    assert "default OpenAI endpoint" not in " ".join(_model_risks("srv", only_env, set()))
+    assert _model_risks("srv", spec, {"base_url"}) == []  # the user supplied the URLs
