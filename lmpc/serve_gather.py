@@ -40,9 +40,10 @@ class BatchTaggedLog(TraceLog):
         super().append(events)
 
 
-class ServeError(LmpcError):
-    """A batch that failed as a whole (a configuration error, or a bug of ours): every row of it
-    gets this message; status is the HTTP status its requests answer with."""
+class ServeError(Exception):
+    """An answer that is no row's result: a batch that failed as a whole (a configuration error,
+    a bug of ours), a full queue. status: the HTTP status its requests answer with. Not an
+    LmpcError: it never leaves the service (lmpc/errors.py registers those)."""
 
     def __init__(self, message: str, status: int = 500):
         super().__init__(message)

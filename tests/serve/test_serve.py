@@ -226,3 +226,25 @@ def test_usage_errors_exit_2(tmp_path, capsys):
         assert f"cannot listen on 127.0.0.1:{port}" in capsys.readouterr().err
     finally:
         busy.close()
+
+
+def test_a_gathered_batch_decodes_together_on_the_batched_engine(tmp_path):
+    with Served(tmp_path / "cache", "--batch-window-ms", "200", program=DATA / "batched.lmp") as s:
+        with ThreadPoolExecutor(8) as pool:
+            answers = list(pool.map(lambda i: s.request("POST", "/run", {"text": f"Thing {i} is good."}), range(8)))
+        assert [status for status, _ in answers] == [200] * 8, answers
+        m = s.metrics()
+    engine = m["models"]["local"]
+    assert m["max_batch_size"] >= 2, m
+    # the engine's public counters (batch_engine.py): one decoding step served several calls
+    assert engine["engine_widest"] >= 2, engine
+
+
+def test_ctrl_c_stops_serving_with_exit_130(tmp_path):
+    with Served(tmp_path / "cache", "--no-warmup") as s:
+        assert s.request("GET", "/health") == (200, {"status": "ok", "pipeline": "review", "in_flight": 0,
+                                                      "batches_running": 0})
+        s.proc.send_signal(signal.SIGINT)
+        rc = s.wait(60)
+    assert rc == 130, s.stderr
+    assert "lmpc: interrupted; served 0 request(s)" in s.stderr and "Traceback" not in s.stderr
