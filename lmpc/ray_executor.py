@@ -47,6 +47,7 @@ INSTALL_HINT = "pip install 'lmpc[ray]'"
 MAX_RETRIES = 1  # times a chunk runs again after its worker died
 LOCAL_OBJECT_STORE = 96 * 1024 * 1024  # a local cluster's object store: chunks and traces are small
 CONNECT_TIMEOUT_S = 5.0
+FINISH_GRACE_S = 60.0  # how long a run stopped early waits for the chunks still running
 
 
 def require_ray():
@@ -359,6 +360,7 @@ class RayRunner:
         inflight: dict[Any, tuple[int, Any]] = {}
         done: dict[int, tuple] = {}
         nxt = 0
+        interrupted = False
         try:
             while nxt < len(chunks):
                 while idle and queue:
@@ -385,8 +387,16 @@ class RayRunner:
                 while nxt in done:
                     yield self._results(program, done.pop(nxt), len(chunks[nxt]))
                     nxt += 1
+        except KeyboardInterrupt:
+            interrupted = True
+            raise
         finally:
-            for ref in inflight:  # stopped early (max_errors, Ctrl-C, an error): queued chunks never start
+            # Stopped early (max_errors, a spent budget, a configuration error): the chunks
+            # running finish (their paid calls reach the cache; after a spent budget or such an
+            # error they end at once), unless Ctrl-C asked to stop now.
+            if inflight and not interrupted:
+                ray.wait(list(inflight), num_returns=len(inflight), timeout=FINISH_GRACE_S)
+            for ref in inflight:
                 ray.cancel(ref)
             if job["keeper"] is not None and not isinstance(program.budget, SharedBudget):
                 program.budget.used = ray.get(job["keeper"].used.remote())

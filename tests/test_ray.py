@@ -134,3 +134,28 @@ def test_a_dying_worker_loses_no_row(cluster, tmp_path, capsys) -> None:
     assert results[1]["error"] is None  # ran again on a new worker
     assert "died twice" in results[3]["error"]
     assert json.loads(out)["errors"] == 1
+
+
+@pytest.mark.slow
+def test_the_call_budget_is_one_counter_for_driver_and_workers(cluster, tmp_path) -> None:
+    from lmpc.api import compile_file, load_data, resolve_metric
+    from lmpc.ray_executor import RayRunner
+    from lmpc.runtime.budget import BudgetExceededError
+    from lmpc.runtime.cache import CallCache
+    from lmpc.runtime.evaluate import evaluate
+
+    cache = CallCache(tmp_path / "calls.sqlite")
+    runner = RayRunner(workers=2, cache=cache)
+    try:
+        budget = runner.budget(3)
+        prog = compile_file(SENTIMENT, cache=cache, trace_log=False, budget=budget)
+        examples = load_data(prog, str(SENTIMENT.parent / "data" / "dev.jsonl"))[:6]
+        with pytest.raises(BudgetExceededError, match="budget of 3 model calls is spent"):
+            evaluate(prog, examples, resolve_metric(prog), runner=runner)
+        # every call charged was finished and cached (the chunk still running was waited for)
+        assert budget.used == 3 and cache.count() == 3
+        with pytest.raises(BudgetExceededError):
+            budget.charge()  # the driver's programs charge the same counter
+        prog.close()
+    finally:
+        runner.close()
