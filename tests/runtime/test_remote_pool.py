@@ -130,10 +130,12 @@ def test_concurrent_calls_spread_over_both_endpoints_least_in_flight(servers):
         with ThreadPoolExecutor(8) as ex:
             done = list(ex.map(lambda i: model.generate(ask(f"row {i}")), range(8)))
         assert {c.endpoint for c in done} == {a.url, b.url}
-        # least in flight: 8 calls at once go 4 and 4 (round robin breaks the ties)
-        assert (len(a.arrivals), len(b.arrivals)) == (4, 4)
+        # least in flight: 8 calls at once go 4 and 4 (round robin breaks the ties; 5 and 3
+        # when a loaded machine starts the last caller after a call ended)
+        assert min(len(a.arrivals), len(b.arrivals)) >= 3 and len(a.arrivals) + len(b.arrivals) == 8
         s = stats(model)
-        assert s[a.url]["answered"] == 4 and s[b.url]["answered"] == 4 and not s[a.url]["down"]
+        assert s[a.url]["answered"] == len(a.arrivals) and s[b.url]["answered"] == len(b.arrivals)
+        assert not s[a.url]["down"] and not s[b.url]["down"]
     finally:
         model.close()
 
@@ -204,7 +206,7 @@ def test_a_failing_call_is_retried_elsewhere_at_once_and_the_endpoint_probed_bac
     try:
         t0 = time.monotonic()
         c = model.generate(ask())
-        assert c.endpoint == good.url and time.monotonic() - t0 < 2.0  # no backoff: elsewhere
+        assert c.endpoint == good.url and time.monotonic() - t0 < 4.0  # no 5 s backoff: elsewhere
         assert stats(model)[bad.url]["down"] and len(bad.arrivals) == 1
         model.generate(ask())
         assert len(bad.arrivals) == 1  # down: not picked
@@ -254,9 +256,11 @@ def test_429_retry_after_holds_that_endpoint_off_for_every_call(servers):
         first = model.generate(ask())  # 429 on `limited` (picked first), answered by `other`
         assert first.endpoint == other.url and len(limited.arrivals) == 1
         t429 = limited.arrivals[0]
-        for _ in range(4):  # within the second: never `limited`
+        during = 0
+        while time.monotonic() < t429 + 0.8:  # within its Retry-After: never `limited`
             assert model.generate(ask()).endpoint == other.url
-        assert time.monotonic() - t429 < 1.0
+            during += 1
+        assert during >= 1 and len(limited.arrivals) == 1
         s = stats(model)[limited.url]
         assert s["rate_limited"] == 1 and not s["down"]  # a rate limit is not a failure
         time.sleep(max(0.0, t429 + 1.05 - time.monotonic()))
@@ -268,14 +272,14 @@ def test_429_retry_after_holds_that_endpoint_off_for_every_call(servers):
 
 def test_every_endpoint_rate_limited_waits_for_the_first_retry_after(servers):
     a = servers(lambda n: (429, {"Retry-After": "1"}, "slow down") if n == 1 else OK)
-    b = servers(lambda n: (503, {"Retry-After": "2"}, "busy") if n == 1 else OK)
+    b = servers(lambda n: (503, {"Retry-After": "4"}, "busy") if n == 1 else OK)
     model = pool(a.url, b.url)
     try:
         t0 = time.monotonic()
         c = model.generate(ask())
         assert c.endpoint == a.url  # a's second answer, after its Retry-After
         assert a.arrivals[1] - a.arrivals[0] >= 1.0 and len(b.arrivals) == 1
-        assert time.monotonic() - t0 < 1.9  # not b's 2 s
+        assert time.monotonic() - t0 < 3.5  # not b's 4 s
         assert not any(s["down"] for s in model.endpoint_stats())
     finally:
         model.close()
@@ -289,7 +293,7 @@ def test_retry_after_beyond_the_budget_fails_at_once_naming_it(servers):
         t0 = time.monotonic()
         with pytest.raises(ServerError) as e:
             model.generate(ask())
-        assert time.monotonic() - t0 < 1.0 and "asked to wait 3600 s" in str(e.value)
+        assert time.monotonic() - t0 < 5.0 and "asked to wait 3600 s" in str(e.value)  # not 60 s
         assert len(a.arrivals) == len(b.arrivals) == 1
     finally:
         model.close()
