@@ -166,15 +166,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
         asyncio.run(server.serve(sockets=[sock]))
     finally:
         sock.close()
-    if gatherer.busy or metrics.in_flight:
+    if gatherer.busy or metrics.in_flight or metrics.unanswered:
         # The grace period ran out: a local decode cannot be stopped midway, so do not wait on it.
-        sys.stderr.write(f"lmpc serve: the grace period ({args.grace:g} s) ran out with {metrics.in_flight} "
-                         "request(s) unanswered; exiting\n")
+        sys.stderr.write(f"lmpc serve: the grace period ({args.grace:g} s) ran out with "
+                         f"{metrics.in_flight + metrics.unanswered} request(s) unanswered; exiting\n")
         sys.stderr.flush()
         os._exit(EXIT_GRACE_EXCEEDED)
     gatherer.close()
     prog.close()
-    answered = metrics.requests - metrics.in_flight
+    answered = metrics.requests - metrics.in_flight - metrics.unanswered
     if server.stop_signal == signal.SIGINT:
         raise CommandInterrupted(f"served {answered} request(s)")
     sys.stderr.write(f"lmpc serve: stopped; served {answered} request(s)\n")

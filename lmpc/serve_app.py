@@ -11,6 +11,7 @@ No `from __future__ import annotations` here: FastAPI reads the endpoints' annot
 name models built at run time, as objects.
 """
 
+import asyncio
 import itertools
 import json
 import time
@@ -26,6 +27,7 @@ from lmpc.runtime.values import validation_error
 from lmpc.serve_gather import Gatherer, Metrics, ServeError, prometheus
 
 _names = itertools.count()
+STOPPED = {"error": "the server stopped before this request was answered (its grace period ran out); retry"}
 
 
 def field_type(schema: dict, name: str) -> Any:
@@ -214,7 +216,7 @@ def build_app(program: Any, gatherer: Gatherer, metrics: Metrics, *, state: dict
                          502: {"model": ErrorBody, "description": "the model's answer did not parse or fit"},
                          503: {"model": ErrorBody, "description": "too many rows waiting: retry later"}})
     async def run(payload: inputs_model) -> JSONResponse:  # type: ignore[valid-type]
-        t0 = time.perf_counter()
+        t0, answered = time.perf_counter(), True
         metrics.request_started()
         try:
             rows = rows_of([payload])
@@ -230,8 +232,14 @@ def build_app(program: Any, gatherer: Gatherer, metrics: Metrics, *, state: dict
             if error is not None:
                 return JSONResponse(status_code=error_status(error), content=body)
             return JSONResponse(content=body)
+        except asyncio.CancelledError:  # the grace period ran out: say so rather than uvicorn's bare 500
+            answered = False
+            return JSONResponse(status_code=503, content=STOPPED, headers={"Retry-After": "1"})
+        except BaseException:  # a bug of ours: answered 500 by internal_error
+            answered = False
+            raise
         finally:
-            metrics.request_done(time.perf_counter() - t0)
+            metrics.request_done(time.perf_counter() - t0, answered)
 
     @app.post("/batch", response_model=batch_response, summary=f"Run `{name}` on many inputs",
               description="Each row is answered in order; a failing row has `error` set and the others go on "
@@ -239,7 +247,7 @@ def build_app(program: Any, gatherer: Gatherer, metrics: Metrics, *, state: dict
               responses={422: {"model": ErrorBody, "description": "a row does not fit the pipeline's inputs"},
                          503: {"model": ErrorBody, "description": "too many rows waiting: retry later"}})
     async def batch(payload: batch_request) -> JSONResponse:  # type: ignore[valid-type]
-        t0 = time.perf_counter()
+        t0, answered = time.perf_counter(), True
         metrics.request_started()
         try:
             rows = rows_of(payload.rows)
@@ -252,8 +260,14 @@ def build_app(program: Any, gatherer: Gatherer, metrics: Metrics, *, state: dict
                 return JSONResponse(status_code=e.status, content=error_body(e), headers={"Retry-After": "1"})
             out = [row_json(r) for r in results]
             return JSONResponse(content={"results": out, "failed": sum(1 for r in out if r.get("error"))})
+        except asyncio.CancelledError:  # the grace period ran out: say so rather than uvicorn's bare 500
+            answered = False
+            return JSONResponse(status_code=503, content=STOPPED, headers={"Retry-After": "1"})
+        except BaseException:  # a bug of ours: answered 500 by internal_error
+            answered = False
+            raise
         finally:
-            metrics.request_done(time.perf_counter() - t0)
+            metrics.request_done(time.perf_counter() - t0, answered)
 
     @app.get("/health", summary="Whether the server takes requests")
     async def health() -> JSONResponse:

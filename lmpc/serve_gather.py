@@ -75,6 +75,8 @@ class Gatherer:
         self._task: asyncio.Task | None = None
         self._running: set[asyncio.Task] = set()
         self._threads = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="lmpc-serve")
+        self._active = 0
+        self._active_lock = threading.Lock()
         self._ids = itertools.count(1)
         self._prefix = f"{int(time.time()) % 100000:05d}"  # batch ids stay distinct across restarts
 
@@ -90,8 +92,10 @@ class Gatherer:
 
     @property
     def busy(self) -> int:
-        """Batches running now."""
-        return len(self._running)
+        """Batches running now in the worker threads (a batch whose request was cancelled at the
+        end of the grace period still runs there: a local decode cannot be stopped midway)."""
+        with self._active_lock:
+            return self._active
 
     async def submit(self, rows: list[dict[str, Any]]) -> list[Any]:
         """Each row's Result (in order), or a ServeError for a row whose batch failed as a whole."""
@@ -146,10 +150,14 @@ class Gatherer:
 
     def _run_sync(self, batch: dict[str, Any], rows: list[dict[str, Any]]) -> list[Any]:
         token = _CURRENT_BATCH.set(batch)
+        with self._active_lock:
+            self._active += 1
         try:
             results = self.program.batch(rows)
         finally:
             _CURRENT_BATCH.reset(token)
+            with self._active_lock:
+                self._active -= 1
         for r in results:  # events the log did not see (none today) carry the batch too
             for e in r.trace:
                 e.extra.setdefault("batch", dict(batch))
@@ -170,6 +178,28 @@ class Gatherer:
 
     def close(self, wait: bool = True) -> None:
         self._threads.shutdown(wait=wait, cancel_futures=True)
+
+
+SUMMED = ("prompt_tokens_evaluated", "prompt_tokens_copied", "prompt_rounds", "steps")
+WIDEST = ("widest", "widest_prompt")
+
+
+def engine_counters(model: Any) -> dict[str, int]:
+    """The batched engines' counters of a local model (batch_engine.BatchEngine: one per LoRA
+    adapter, or a single one in older layouts); {} when it has none. Read defensively: the
+    engine is being improved, and metrics must never fail a request."""
+    worker = getattr(model, "_worker", None)
+    engines = list((getattr(worker, "engines", None) or {}).values())
+    single = getattr(worker, "engine", None)
+    if single is not None and not isinstance(single, str):
+        engines.append(single)
+    out: dict[str, int] = {}
+    for engine in engines:
+        for key in SUMMED + WIDEST:
+            value = getattr(engine, key, None)
+            if isinstance(value, int):
+                out[key] = max(out.get(key, 0), value) if key in WIDEST else out.get(key, 0) + value
+    return out
 
 
 def percentiles(values: list[float], qs: tuple[int, ...] = (50, 95, 99)) -> dict[str, float | None]:
@@ -198,6 +228,7 @@ class Metrics:
         self.rows_failed = 0  # a row's error (500/502 on /run)
         self.rejected = 0  # 4xx: malformed requests
         self.in_flight = 0
+        self.unanswered = 0  # requests cancelled before their answer (the grace period ran out)
         self.calls = 0  # model calls made by the rows (cached ones included)
         self.cache_hits = 0
         self.prompt_tokens = 0  # prompt tokens of the calls that reached a model
@@ -214,10 +245,13 @@ class Metrics:
             self.requests += 1
             self.in_flight += 1
 
-    def request_done(self, seconds: float) -> None:
+    def request_done(self, seconds: float, answered: bool = True) -> None:
         with self._lock:
             self.in_flight -= 1
-            self.latency.append(seconds)
+            if answered:
+                self.latency.append(seconds)
+            else:
+                self.unanswered += 1
 
     def rejected_request(self) -> None:
         with self._lock:
@@ -260,11 +294,8 @@ class Metrics:
             value = getattr(model, "prompt_tokens_evaluated", None)
             if isinstance(value, int):
                 counters["prompt_tokens_evaluated"] = value
-            engine = getattr(getattr(model, "_worker", None), "engine", None)
-            for key in ("prompt_tokens_evaluated", "prompt_tokens_copied", "steps", "widest"):
-                value = getattr(engine, key, None) if engine is not None else None
-                if isinstance(value, int):
-                    counters[f"engine_{key}"] = value
+            for key, value in engine_counters(model).items():
+                counters[f"engine_{key}"] = value
             if counters:
                 out[name] = counters
         return out
@@ -295,7 +326,10 @@ class Metrics:
         data["latency_s"] = percentiles(lat)
         data["queue_wait_s"] = percentiles(waits)
         data["batch_time_s"] = percentiles(batch_time)
-        models = self.model_counters()
+        try:
+            models = self.model_counters()
+        except Exception:  # noqa: BLE001 - a model's layout we do not know: no counters, never a failed /metrics
+            models = {}
         data["models"] = models
         data["prompt_tokens_evaluated"] = sum(c.get("prompt_tokens_evaluated", 0) + c.get("engine_prompt_tokens_evaluated", 0)
                                               for c in models.values())

@@ -132,10 +132,11 @@ def main() -> None:
     ap.add_argument("--requests", type=int, nargs="+", default=[16, 48, 128])
     ap.add_argument("--compare", action="store_true", help="also with gathering off (--max-batch 1)")
     ap.add_argument("--slots", type=int, default=0, help="also on the batched engine with this many slots")
+    ap.add_argument("--no-default", action="store_true", help="skip the default run (with --compare or --slots)")
     args = ap.parse_args()
     texts = load_texts()
     print(f"load average before: {os.getloadavg()}", flush=True)
-    rows = run("gathered (defaults)", [], args.clients, args.requests, texts)
+    rows = [] if args.no_default else run("gathered (defaults)", [], args.clients, args.requests, texts)
     if args.compare:
         rows += run("gathering off (--max-batch 1)", ["--max-batch", "1"], args.clients, args.requests, texts)
     if args.slots:

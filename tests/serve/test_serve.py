@@ -248,3 +248,23 @@ def test_ctrl_c_stops_serving_with_exit_130(tmp_path):
         rc = s.wait(60)
     assert rc == 130, s.stderr
     assert "lmpc: interrupted; served 0 request(s)" in s.stderr and "Traceback" not in s.stderr
+
+
+def test_when_the_grace_period_runs_out_it_exits_1_without_waiting(tmp_path):
+    with Served(tmp_path / "cache", "--max-batch", "1", "--grace", "0.5") as s:
+        n = 12
+        with ThreadPoolExecutor(n) as pool:
+            futures = [pool.submit(s.request, "POST", "/run", {"text": f"Row {i} is broken."}, timeout=60)
+                       for i in range(n)]
+            deadline = time.monotonic() + 120
+            while s.metrics()["requests"] < n:
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+            s.proc.send_signal(signal.SIGTERM)
+            rc = s.wait(30)
+            statuses = [f.result()[0] for f in futures if f.exception() is None]
+    assert rc == 1, s.stderr
+    assert "grace period (0.5 s) ran out with" in s.stderr and "unanswered" in s.stderr, s.stderr
+    # the rest: 503 (retry) or the connection closed, never a wrong answer
+    assert statuses.count(200) < n and set(statuses) <= {200, 503}, statuses
+    assert "Traceback" not in s.stderr, s.stderr
