@@ -54,9 +54,9 @@ def object_model(name: str, properties: dict[str, dict], required: set[str],
         ftype = field_type(schema, f"{name}_{fname}")
         desc = (descriptions or {}).get(fname)
         if fname in required:
-            fields[f"f{i}"] = (ftype, Field(alias=fname, description=desc))
+            fields[f"f{i}"] = (ftype, Field(alias=fname, title=fname, description=desc))
         else:
-            fields[f"f{i}"] = (ftype, Field(None, alias=fname, description=desc))
+            fields[f"f{i}"] = (ftype, Field(None, alias=fname, title=fname, description=desc))
     config = ConfigDict(strict=True, extra="forbid", populate_by_name=False)
     return create_model(name, __config__=config, **fields)
 
