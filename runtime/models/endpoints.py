@@ -1,4 +1,4 @@
-"""A pool of OpenAI-compatible endpoints serving one model: which one gets the next request.
+"""A pool of OpenAI-compatible endpoints serving one model: base_url's URLs, and which one gets the next request.
 
 Used by remote.py (on its model's asyncio loop; nothing here is thread-safe, and nothing
 needs to be: every method runs on that one loop).
@@ -20,11 +20,48 @@ pools existed).
 from __future__ import annotations
 
 import asyncio
+import os
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable
 
+from lmpc.compiler.options import base_url_problem
+from lmpc.runtime.errors import ModelConfigError
+from lmpc.runtime.redact import safe_url
+
 PROBE_S = 1.0  # first probe of a down endpoint after this long
 MAX_PROBE_S = 30.0
+DEFAULT_BASE_URL = "https://api.openai.com/v1"
+
+
+def base_urls(name: str, value: Any) -> list[str]:
+    """base_url's value as a list of URLs: a string (commas separate several, as an env()
+    value may hold them), a list of strings and {"env": VAR} references, or None (OpenAI's)."""
+    if value is None:
+        return [DEFAULT_BASE_URL]
+    items = value if isinstance(value, list) else [value]
+    urls: list[str] = []
+    for item in items:
+        if isinstance(item, dict) and "env" in item:
+            var = str(item["env"])
+            if var not in os.environ:
+                raise ModelConfigError(f"model `{name}`: an entry of base_url comes from the environment "
+                                       f"variable {var}, which is not set")
+            item = os.environ[var]
+        if not isinstance(item, str):
+            raise ModelConfigError(f"model `{name}`: base_url takes URL strings, not {item!r}")
+        urls += [part.strip().rstrip("/") for part in item.split(",") if part.strip()]
+    if not urls:
+        raise ModelConfigError(f"model `{name}`: base_url names no URL; e.g. base_url: \"http://127.0.0.1:8000/v1\"")
+    for url in urls:
+        why = base_url_problem(url)
+        if why is not None:
+            raise ModelConfigError(f"model `{name}`: base_url {safe_url(url)!r} {why}")
+    seen: set[str] = set()
+    for url in urls:
+        if url in seen:
+            raise ModelConfigError(f"model `{name}`: base_url lists {safe_url(url)} twice")
+        seen.add(url)
+    return urls
 
 
 @dataclass

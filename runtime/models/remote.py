@@ -14,6 +14,12 @@ exponential backoff with jitter (at most max_backoff_s). One call never takes lo
 (max_retries + 1) * timeout + max_retries * max_backoff_s; a Retry-After that does not fit in
 what is left of that fails the call at once.
 
+Pools: base_url may list several endpoints, replicas of one model (endpoints.py chooses
+among them: least in flight, down ones skipped until a probe answers, 429/Retry-After held
+per endpoint). A failed attempt is retried on another endpoint at once when one is healthy;
+max_retries and the time bound above count every attempt, wherever it went. Before the first
+call, every endpoint's GET /models is compared (a mix of models would share cache entries).
+
 Cancellation: generate() watches the request's CancelToken (the executor cancels it on
 Ctrl-C or a configuration error); the in-flight attempt ends at once (its connection is
 closed) and the call raises Interrupted. close() cancels whatever is still in flight.
@@ -31,7 +37,7 @@ import threading
 import time
 from typing import Any
 
-from lmpc.compiler.options import PROVIDER_OPTIONS, STRUCTURED_OUTPUT_MODES, base_url_problem
+from lmpc.compiler.options import PROVIDER_OPTIONS, STRUCTURED_OUTPUT_MODES
 from lmpc.runtime.errors import (
     AuthenticationError,
     EndpointNotFoundError,
@@ -42,11 +48,10 @@ from lmpc.runtime.errors import (
     ServerUnreachableError,
 )
 from lmpc.runtime.models.base import Completion, GenerationRequest, Model, check_options
-from lmpc.runtime.models.endpoints import Endpoint, EndpointPool
+from lmpc.runtime.models.endpoints import Endpoint, EndpointPool, base_urls
 from lmpc.runtime.redact import register_secret, register_url, safe_url
 
 OPTIONS = tuple(PROVIDER_OPTIONS["openai"])  # the checker's table: one definition
-DEFAULT_BASE_URL = "https://api.openai.com/v1"
 NO_KEY = "sk-no-key"  # local servers want some bearer token, and check none
 MAX_RETRY_AFTER_S = 60.0  # a longer Retry-After is waited this long at most (as openai-python)
 SNIPPET = 120  # characters of a bad body quoted in messages
@@ -460,37 +465,6 @@ def _json_body(resp: Any) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise _BadBody(f"HTTP {resp.status_code} with JSON that is not an object: {content[:SNIPPET]!r}")
     return data
-
-
-def base_urls(name: str, value: Any) -> list[str]:
-    """base_url's value as a list of URLs: a string (commas separate several, as an env()
-    value may hold them), a list of strings and {"env": VAR} references, or None (OpenAI's)."""
-    if value is None:
-        return [DEFAULT_BASE_URL]
-    items = value if isinstance(value, list) else [value]
-    urls: list[str] = []
-    for item in items:
-        if isinstance(item, dict) and "env" in item:
-            var = str(item["env"])
-            if var not in os.environ:
-                raise ModelConfigError(f"model `{name}`: an entry of base_url comes from the environment "
-                                       f"variable {var}, which is not set")
-            item = os.environ[var]
-        if not isinstance(item, str):
-            raise ModelConfigError(f"model `{name}`: base_url takes URL strings, not {item!r}")
-        urls += [part.strip().rstrip("/") for part in item.split(",") if part.strip()]
-    if not urls:
-        raise ModelConfigError(f"model `{name}`: base_url names no URL; e.g. base_url: \"http://127.0.0.1:8000/v1\"")
-    for url in urls:
-        why = base_url_problem(url)
-        if why is not None:
-            raise ModelConfigError(f"model `{name}`: base_url {safe_url(url)!r} {why}")
-    seen: set[str] = set()
-    for url in urls:
-        if url in seen:
-            raise ModelConfigError(f"model `{name}`: base_url lists {safe_url(url)} twice")
-        seen.add(url)
-    return urls
 
 
 def _completion(data: dict[str, Any], url: str) -> Completion:
