@@ -1,4 +1,5 @@
-"""A pool of OpenAI-compatible endpoints serving one model: base_url's URLs, and which one gets the next request.
+"""A pool of OpenAI-compatible endpoints serving one model: base_url's URLs, and which
+endpoint gets the next request.
 
 Used by remote.py (on its model's asyncio loop; nothing here is thread-safe, and nothing
 needs to be: every method runs on that one loop).
