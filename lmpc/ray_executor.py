@@ -246,7 +246,7 @@ def _check_reachable(address: str) -> None:
                                  f"(`ray start --head`) or give its address with --ray-address") from None
 
 
-def connect(address: str | None) -> bool:
+def connect(address: str | None, workers: int | None = None) -> bool:
     """Join the cluster at `address` ("auto": the one running on this machine; $RAY_ADDRESS when
     None and set), else start a local one for this process. True when this call started Ray."""
     ray = require_ray()
@@ -256,7 +256,7 @@ def connect(address: str | None) -> bool:
     options: dict[str, Any] = dict(include_dashboard=False, log_to_driver=False, configure_logging=False)
     if address is None:
         # Local: one CPU per worker (a llama.cpp model takes cpu_count // 2 threads by default).
-        options.update(num_cpus=os.cpu_count() or 2, object_store_memory=LOCAL_OBJECT_STORE)
+        options.update(num_cpus=max(os.cpu_count() or 2, workers or 0), object_store_memory=LOCAL_OBJECT_STORE)
     else:
         _check_reachable(address)
         options["address"] = address
@@ -292,7 +292,7 @@ class RayRunner:
                  log: Callable[[str], None] | None = None):
         self.ray = require_ray()
         self.log = log or (lambda m: print(m, file=sys.stderr, flush=True))
-        self._started = connect(address)
+        self._started = connect(address, workers)
         ray = self.ray
         _cluster_errors_to_stderr(ray)
         self._remote = {cls: ray.remote(cls) for cls in (CacheStore, BudgetKeeper, RowWorker)}
@@ -306,7 +306,11 @@ class RayRunner:
                 self._store = self._remote[CacheStore].options(num_cpus=0, scheduling_strategy=pin,
                                                                max_concurrency=8).remote(str(cache.path))
             self._pin = pin
-            n = workers or max(1, min(8, int(ray.cluster_resources().get("CPU", 1))))
+            cpus = int(ray.cluster_resources().get("CPU", 0))
+            n = workers or max(1, min(8, cpus))
+            if n > cpus:  # the actors would wait for CPUs forever
+                raise ConfigurationError(f"--ray-workers {n}: the Ray cluster has {cpus} CPU(s), and each worker "
+                                         f"takes one; ask for fewer workers or add nodes")
             self.workers = [self._new_worker() for _ in range(n)]
             ray.get([w.ping.remote() for w in self.workers] + ([self._store.get.remote("")] if self._store else []))
         except BaseException:
