@@ -390,3 +390,48 @@ def test_an_artifact_pool_needs_approval_for_each_url_and_variable():
     only_env = {"provider": "openai", "options": {"model": "m", "base_url": [{"env": "LMPC_A"}]}}
     assert "default OpenAI endpoint" not in " ".join(_model_risks("srv", only_env, set()))
     assert _model_risks("srv", spec, {"base_url"}) == []  # the user supplied the URLs
+
+
+EVAL_SRC = '''
+model srv = openai(model: "m", base_url: [env("LMPC_A"), env("LMPC_B")], structured_output: "none", max_retries: 1)
+type Label = "positive" | "negative"
+signature S = text -> label: Label
+pipeline p(text: str) -> (label: Label) {
+    s = predict S(text: text)
+    return label: s.label
+}
+'''
+
+
+def test_lmpc_eval_on_a_pool_accounts_for_every_row_when_endpoints_die(servers, tmp_path: Path):
+    import os
+
+    f = tmp_path / "pool.lmp"
+    f.write_text(EVAL_SRC)
+    data = tmp_path / "dev.jsonl"
+    data.write_text("".join(json.dumps({"text": f"row {i}", "label": "positive"}) + "\n" for i in range(12)))
+
+    def lmpc_eval(a: str, b: str, out: Path) -> tuple[subprocess.CompletedProcess, list[dict]]:
+        p = subprocess.run([sys.executable, "-m", "lmpc", "eval", str(f), "--data", str(data), "--metric",
+                            "exact_match(label)", "--out", str(out), "--no-cache"], capture_output=True,
+                           text=True, timeout=120, env={**os.environ, "LMPC_A": a, "LMPC_B": b})
+        return p, [json.loads(line) for line in out.read_text().splitlines()]
+
+    # a dies after its 3rd answer (503 from then on): b answers the rest, no row lost
+    a = servers(lambda n: OK if n <= 3 else (503, {}, "gone"))
+    b = servers()
+    p, rows = lmpc_eval(a.url, b.url, tmp_path / "r1.jsonl")
+    assert p.returncode == 0 and "Traceback" not in p.stderr, p.stderr
+    assert len(rows) == 12 and not any(r["error"] for r in rows) and all(r["score"] == 1.0 for r in rows)
+
+    # b is dead from the start and a dies after 4 answers: the rows it could not answer are
+    # error rows naming both servers, the others are scored; every row is in the results
+    a2 = servers(lambda n: OK if n <= 4 else (503, {}, "gone"))
+    dead = f"http://127.0.0.1:{free_port()}/v1"
+    p, rows = lmpc_eval(a2.url, dead, tmp_path / "r2.jsonl")
+    assert "Traceback" not in p.stderr and len(rows) == 12, p.stderr
+    ok = [r for r in rows if not r["error"]]
+    failed = [r for r in rows if r["error"]]
+    assert len(ok) == 4 and len(failed) == 8
+    assert all(a2.url in r["error"] and dead in r["error"] for r in failed)
+    assert sorted(r["index"] for r in rows) == list(range(12))
