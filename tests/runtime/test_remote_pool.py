@@ -435,3 +435,19 @@ def test_lmpc_eval_on_a_pool_accounts_for_every_row_when_endpoints_die(servers, 
     assert len(ok) == 4 and len(failed) == 8
     assert all(a2.url in r["error"] and dead in r["error"] for r in failed)
     assert sorted(r["index"] for r in rows) == list(range(12))
+
+
+def test_credentials_in_a_pool_url_never_reach_traces_stats_or_errors(servers):
+    a = servers(lambda n: (503, {}, "nope"))
+    b = servers(lambda n: (503, {}, "nope"))
+    secret_a = a.url.replace("http://", "http://user:hunter2secret@")
+    secret_b = b.url + "?key=tok3nsecret"
+    model = pool(secret_a, secret_b, max_retries=1)
+    try:
+        with pytest.raises(ServerError) as e:
+            model.generate(ask())
+        shown = str(e.value) + json.dumps(model.endpoint_stats()) + model.identity + repr(model)
+        assert "hunter2secret" not in shown and "tok3nsecret" not in shown
+        assert "127.0.0.1" in str(e.value)
+    finally:
+        model.close()
