@@ -383,8 +383,9 @@ class RayRunner:
                             tries[i] += 1
                             why = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
                             if tries[i] <= MAX_RETRIES:
-                                self.log(f"lmpc: a Ray worker died running rows of chunk {i} ({why}); "
-                                         f"running them again on a new worker")
+                                first = sum(len(c) for c in chunks[:i])
+                                self.log(f"lmpc: a Ray worker died running rows {first}-{first + len(chunks[i]) - 1} "
+                                         f"({why}); running them again on a new worker")
                                 queue.appendleft(i)
                             else:
                                 done[i] = ("died", why, [])
@@ -401,7 +402,10 @@ class RayRunner:
             if inflight and not interrupted:
                 ray.wait(list(inflight), num_returns=len(inflight), timeout=FINISH_GRACE_S)
             for ref in inflight:
-                ray.cancel(ref)
+                try:
+                    ray.cancel(ref)
+                except Exception:  # noqa: BLE001 - a task that just ended, a worker that died: nothing to stop
+                    pass
             if job["keeper"] is not None and not isinstance(program.budget, SharedBudget):
                 program.budget.used = ray.get(job["keeper"].used.remote())
 
