@@ -29,6 +29,7 @@ runner is made.
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import sys
 import threading
@@ -292,6 +293,7 @@ class RayRunner:
                  log: Callable[[str], None] | None = None):
         self.ray = require_ray()
         self.log = log or (lambda m: print(m, file=sys.stderr, flush=True))
+        self._sigterm = signal.getsignal(signal.SIGTERM)  # ray.init installs its own and leaves it
         self._started = connect(address, workers)
         ray = self.ray
         _cluster_errors_to_stderr(ray)
@@ -436,3 +438,5 @@ class RayRunner:
             ray.kill(self._store)
         if self._started and ray.is_initialized():
             ray.shutdown()
+            if threading.current_thread() is threading.main_thread():
+                signal.signal(signal.SIGTERM, self._sigterm)

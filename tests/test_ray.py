@@ -12,6 +12,7 @@ test starts (2 CPUs, no dashboard, a small object store).
 from __future__ import annotations
 
 import json
+import signal
 import sys
 from pathlib import Path
 
@@ -61,10 +62,12 @@ def test_unreachable_cluster_fails_fast(tmp_path, capsys) -> None:
 @pytest.fixture(scope="module")
 def cluster():
     ray = pytest.importorskip("ray")
+    sigterm = signal.getsignal(signal.SIGTERM)
     ray.init(num_cpus=2, include_dashboard=False, object_store_memory=96 * 1024 * 1024,
              log_to_driver=False, configure_logging=False)
     yield ray
     ray.shutdown()
+    signal.signal(signal.SIGTERM, sigterm)  # Ray leaves its own handler: later tests get the usual one
 
 
 @pytest.mark.slow
