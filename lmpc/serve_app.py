@@ -235,9 +235,6 @@ def build_app(program: Any, gatherer: Gatherer, metrics: Metrics, *, state: dict
         except asyncio.CancelledError:  # the grace period ran out: say so rather than uvicorn's bare 500
             answered = False
             return JSONResponse(status_code=503, content=STOPPED, headers={"Retry-After": "1"})
-        except BaseException:  # a bug of ours: answered 500 by internal_error
-            answered = False
-            raise
         finally:
             metrics.request_done(time.perf_counter() - t0, answered)
 
@@ -263,9 +260,6 @@ def build_app(program: Any, gatherer: Gatherer, metrics: Metrics, *, state: dict
         except asyncio.CancelledError:  # the grace period ran out: say so rather than uvicorn's bare 500
             answered = False
             return JSONResponse(status_code=503, content=STOPPED, headers={"Retry-After": "1"})
-        except BaseException:  # a bug of ours: answered 500 by internal_error
-            answered = False
-            raise
         finally:
             metrics.request_done(time.perf_counter() - t0, answered)
 

@@ -312,6 +312,7 @@ class Metrics:
                 "requests": self.requests,
                 "in_flight": self.in_flight,
                 "rejected": self.rejected,
+                "unanswered": self.unanswered,
                 "rows": self.rows,
                 "rows_ok": self.rows_ok,
                 "errors": self.rows_failed,
@@ -347,7 +348,7 @@ def prometheus(data: dict[str, Any]) -> str:
             lines.append(f"# TYPE lmpc_serve_{name} {kind}")
         lines.append(f"lmpc_serve_{name}{labels} {value}")
 
-    for key in ("requests", "rejected", "rows", "rows_ok", "errors", "calls", "cache_hits", "prompt_tokens",
+    for key in ("requests", "rejected", "unanswered", "rows", "rows_ok", "errors", "calls", "cache_hits", "prompt_tokens",
                 "completion_tokens", "batches", "prompt_tokens_evaluated"):
         metric(f"{key}_total", "counter", data[key])
     metric("in_flight", "gauge", data["in_flight"])
