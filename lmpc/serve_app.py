@@ -146,7 +146,8 @@ def build_app(program: Any, gatherer: Gatherer, metrics: Metrics, *, state: dict
     declared = program.input_fields
 
     run_response = create_model(f"{inputs_model.__name__[:-6]}Response", outputs=(Optional[outputs_model], ...),
-                                trace_ids=(list[str], ...), batch=(Optional[BatchInfo], None))
+                                trace_ids=(list[str], ...), batch=(Optional[BatchInfo], None),
+                                checks=(Optional[list[dict[str, Any]]], Field(None, description="the pipeline's checks' outcomes")))
     batch_request = create_model(f"{inputs_model.__name__[:-6]}BatchRequest", __config__=ConfigDict(extra="forbid"),
                                  rows=(list[inputs_model], Field(description="the rows to run, in order")))
     row_result = create_model(f"{inputs_model.__name__[:-6]}RowResult", __base__=run_response,

@@ -9,6 +9,7 @@ import json
 import shutil
 import signal
 import socket
+import sys
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -268,3 +269,9 @@ def test_when_the_grace_period_runs_out_it_exits_1_without_waiting(tmp_path):
     # the rest: 503 (retry) or the connection closed, never a wrong answer
     assert statuses.count(200) < n and set(statuses) <= {200, 503}, statuses
     assert "Traceback" not in s.stderr, s.stderr
+
+
+def test_without_the_serve_extra_it_says_what_to_install(monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "uvicorn", None)  # as if uvicorn were not installed
+    assert main(["serve", str(PROGRAM)]) == 2
+    assert "pip install 'lmpc[serve]'" in capsys.readouterr().err
