@@ -1,5 +1,6 @@
 """Runaway free text: score, time per call and tokens of a chain_of_thought example with the
-DRY repetition guard off (the decoding before it), on (the default), and on the batched engine.
+DRY repetition guard off, on (the default: 0.8, its history restarted at each JSON string,
+runtime/models/sampling.py), and the default on the batched engine.
 
 The example's pipeline runs zero-shot on SmolLM2-135M with the cache off; for each
 configuration the file gets one model declaration (the same builtin, temperature 0):
@@ -18,9 +19,9 @@ import lmpc
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIGS = {
-    "dry off (the default)": "dry_multiplier: 0",
-    "dry 0.8": "dry_multiplier: 0.8",
-    "dry 0.8, batched": "dry_multiplier: 0.8, engine: \"batched\", slots: {slots}",
+    "dry off": "dry_multiplier: 0",
+    "dry 0.8, history per field (the default)": "dry_multiplier: 0.8",
+    "the default, batched engine": "engine: \"batched\", slots: {slots}",
 }
 
 

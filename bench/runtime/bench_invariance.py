@@ -9,10 +9,11 @@ alone on the 16-token grid, then one row alone):
   prompt: shared  the target's 16-token chunks in one llama_decode with another sequence's
                   16-token chunks (same rows per sequence: llama.cpp's split_equal)
   prompt: padded  the last partial chunk padded with throw-away tokens to 16 rows
-  step: rows=N    the decoding step's row among N rows (other sequences' rows), at index i
-  step: long kv   the same, with a neighbour holding 300 cells (n_kv 256 -> 512)
+  step: N rows    the decoding step's row in a ubatch of N one-row sequences (one of them
+                  holding 300 cells: n_kv 256 -> 512) instead of alone
 
     .venv/bin/python bench/runtime/bench_invariance.py [--models smollm2-135m gemma3-270m]
+    .venv/bin/python bench/runtime/bench_invariance.py --speed   # tokens/s by ubatch shape
 """
 
 from __future__ import annotations
@@ -79,19 +80,22 @@ def evaluate(c: Ctx, seq: int, toks: list[int], chunk: int, pad_to: int = 0, wit
         real = len(rows)
         if pad_to and len(rows) < pad_to:
             rows += [(0, start + i, seq, False) for i in range(len(rows), pad_to)]
-        idx = 0
+        idx = 0  # the target's rows come first
         if with_seq is not None:
             s2, t2 = with_seq
             p2 = t2[start:start + chunk]
             rows2 = [(t, start + i, s2, False) for i, t in enumerate(p2)]
-            if len(rows2) == len(rows):
-                rows = rows2 + rows
-                idx = len(rows2)
+            if pad_to:
+                rows2 += [(0, start + i, s2, False) for i in range(len(rows2), pad_to)]
+            assert len(rows2) == len(rows)
+            rows = rows + rows2  # streams in increasing order: one ubatch (llama.cpp's split_equal)
         c.decode(rows)
         if start + real >= len(toks):
             out = c.logits(idx + real - 1)
     if pad_to:
         c.rm(seq, len(toks))
+        if with_seq is not None:
+            c.rm(with_seq[0], len(toks))
     return out
 
 
@@ -122,39 +126,33 @@ def run(name: str, extra: bool, flash: bool) -> None:
     results["prompt: padded to 16 (vs unpadded)"] = padded == ref
     c.rm(0)
     ref_padded = padded
-    results["prompt: padded + shared"] = evaluate(c, 0, target, 16, pad_to=16, with_seq=(1, same + [0] * 16)) == ref_padded
-    # decoding step: the target at n, its first greedy token, alone vs among other rows
-    c.rm(0), c.rm(1)
+    results["prompt: padded + shared"] = evaluate(c, 0, target, 16, pad_to=16, with_seq=(1, same)) == ref_padded
+    # decoding step: the target's next row alone, then among k one-row sequences of one ubatch
+    # (llama.cpp puts consecutive streams in one ubatch: the layouts are in stream order)
+    for s in range(8):
+        c.rm(s)
     evaluate(c, 0, target, 16)
     n = len(target)
-    tok = 0  # fixed next token: what matters is the numbers, not the choice
-    evaluate(c, 1, other, 16)
-    evaluate(c, 2, other[:7], 16)
-    evaluate(c, 3, long_, 16)
-    others = {1: (other[-1], len(other)), 2: (other[6], 7), 3: (long_[-1], len(long_))}
-    for s in range(4, 8):
-        evaluate(c, s, other[:s + 3], 16)
-        others[s] = (other[s + 2], s + 3)
+    others = {}
+    for s in range(1, 8):
+        evaluate(c, s, (long_ if s == 3 else other)[:s + 3 if s != 3 else len(long_)], 16)
+        others[s] = (0, s + 3 if s != 3 else len(long_))  # seq 3 holds 300+ cells: n_kv 256 -> 512
 
-    def step(layout: list[int]) -> bytes:
-        rows = []
-        for s in layout:
-            rows.append((tok, n, 0, True) if s == 0 else (others[s][0], others[s][1], s, False))
+    def step(k: int) -> bytes:
+        rows = [(0, n, 0, True)] + [(0, others[s][1], s, False) for s in range(1, k)]
         c.decode(rows)
-        out = c.logits(layout.index(0))
-        for s in layout:
-            c.rm(s, n if s == 0 else others[s][1])
+        out = c.logits(0)
+        c.rm(0, n)
+        for s in range(1, k):
+            c.rm(s, others[s][1])
         return out
 
-    alone = step([0])
-    results["step: alone twice"] = step([0]) == alone
-    results["step: 2 rows, short kv"] = step([0, 1]) == alone
-    results["step: 3 rows, index 2"] = step([1, 2, 0]) == alone
-    four = step([0, 1, 2, 3])
-    results["step: 4 rows, one kv 300 (vs alone)"] = four == alone
-    results["step: 4 rows, index 3 (vs index 0)"] = step([1, 2, 3, 0]) == four
-    results["step: 5 rows, index 4 (vs alone)"] = step([1, 2, 3, 4, 0]) == alone
-    results["step: 8 rows, index 0 (vs alone)"] = step([0, 1, 2, 3, 4, 5, 6, 7]) == alone
+    alone = step(1)
+    results["step: alone twice"] = step(1) == alone
+    same = [k for k in range(2, 9) if step(k) == alone]
+    results["step: 2-3 rows"] = all(k in same for k in (2, 3))
+    results["step: 4-7 rows"] = all(k in same for k in (4, 5, 6, 7))
+    results["step: 8 rows"] = 8 in same
     L.llama_batch_free(c.batch)
     L.llama_free(c.ctx)
     L.llama_model_free(model)
@@ -163,14 +161,49 @@ def run(name: str, extra: bool, flash: bool) -> None:
           f"{', '.join(bad) if bad else 'all identical'} |", flush=True)
 
 
+def speed(name: str, repeats: int) -> None:
+    """Tokens/s of one thread by ubatch shape: k sequences x r rows (after 96 cached tokens each)."""
+    import statistics
+    import time
+
+    model = L.llama_model_load_from_file(str(resolve_builtin(name)).encode(), L.llama_model_default_params())
+    c = Ctx(model, False)
+    toks = tokenize(model, LONG)[:160]
+    shapes = [(1, 16), (4, 16), (8, 16), (1, 1), (2, 1), (4, 1), (7, 1)]
+    rates: dict[tuple[int, int], list[float]] = {k: [] for k in shapes}
+    for _ in range(repeats):  # interleaved, so the machine's load drift hits every shape
+        for k, r in shapes:
+            for s in range(8):
+                c.rm(s)
+            for s in range(k):
+                for st in range(0, 96, 16):
+                    c.decode([(toks[st + i], st + i, s, False) for i in range(16)])
+            n = 48 if r > 1 else 16
+            t0 = time.perf_counter()
+            for start in range(96, 96 + n, r):
+                c.decode([(toks[start + i], start + i, s, False) for s in range(k) for i in range(r)])
+            rates[(k, r)].append(k * n / (time.perf_counter() - t0))
+    for (k, r), v in rates.items():
+        print(f"| {name} | {k} x {r} | {statistics.median(v):.0f} | {max(v):.0f} |", flush=True)
+    L.llama_free(c.ctx)
+    L.llama_model_free(model)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--models", nargs="+", default=["smollm2-135m", "gemma3-270m"])
+    ap.add_argument("--speed", action="store_true", help="tokens/s by ubatch shape instead")
+    ap.add_argument("--repeats", type=int, default=5)
     args = ap.parse_args()
     L.llama_backend_init()
     global _quiet
     _quiet = L.llama_log_callback(lambda *a: None)
     L.llama_log_set(_quiet, ctypes.c_void_p(0))
+    if args.speed:
+        print("| model | sequences x rows per ubatch | tokens/s median | best |\n|---|---|---:|---:|")
+        for name in args.models:
+            speed(name, args.repeats)
+        return
     print("| model | weights | attention | differs from the reference layout |\n|---|---|---|---|")
     for name in args.models:
         for extra in (True, False):

@@ -12,6 +12,11 @@ runtime/models/batch_engine.py: the calls decoded together as parallel sequences
 then a cache-filled Program.batch measures calls/s served from the cache.
 
     .venv/bin/python bench/runtime/bench_runtime.py [--n 100] [--repeats 2] [--slots 4]
+
+--build instead times a 4-demo bootstrap build of the same classifier plus its dev evaluation,
+cache off, on the single and on the batched engine:
+
+    .venv/bin/python bench/runtime/bench_runtime.py --build [--train 50] [--dev 100] [--slots 4]
 """
 
 from __future__ import annotations
@@ -125,5 +130,48 @@ def main() -> None:
     print(f"| cached re-run | {hits} hits in {hit_s:.3f} s = {len(texts) / hit_s:.0f} calls/s |")
 
 
+def build_and_evaluate(engine: str, n_train: int, n_dev: int, slots: int) -> tuple[float, float, int]:
+    """A 4-demo bootstrap build of the sentiment classifier and its dev evaluation, cache off, on
+    one engine: (wall seconds, dev score, model calls)."""
+    from lmpc.compiler.api import strategy_from_text
+    from lmpc.optimizers.base import OptimizeContext
+    from lmpc.optimizers.build import make_optimizers
+
+    opts = "temperature: 0" + (f', engine: "batched", slots: {slots}' if engine == "batched" else "")
+    src = EXAMPLE.read_text().replace("temperature: 0)", opts + ")")
+    prog = lmpc.compile_source(src, str(EXAMPLE), base_dir=EXAMPLE.parent, cache=False, trace_log=False)
+    train = lmpc.api.load_data(prog, EXAMPLE.parent / "data" / "train.jsonl")[:n_train]
+    dev = lmpc.api.load_data(prog, EXAMPLE.parent / "data" / "dev.jsonl")[:n_dev]
+    metric = lmpc.api.resolve_metric(prog, prog.optimize_settings["metric"])
+    ctx = OptimizeContext(train, dev, metric, seed=0, base_dir=EXAMPLE.parent)
+    t0 = time.perf_counter()
+    graph, calls = prog.graph, 0
+    for opt in make_optimizers(strategy_from_text("bootstrap_few_shot(max_demos: 4)")):
+        result = opt.compile(graph, ctx)
+        graph, calls = result.graph, calls + int(result.report.get("calls", 0))
+    report = ctx.evaluate(graph, dev)
+    wall = time.perf_counter() - t0
+    ctx.close()
+    prog.close()
+    return wall, report.score, calls + report.calls
+
+
+def build_main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--build", action="store_true")
+    ap.add_argument("--train", type=int, default=50)
+    ap.add_argument("--dev", type=int, default=100)
+    ap.add_argument("--slots", type=int, default=4)
+    args = ap.parse_args()
+    print(f"| sentiment, bootstrap 4 demos, {args.train} train, {args.dev} dev, cache off | wall (s) | dev score | calls |"
+          "\n|---|---:|---:|---:|")
+    for engine in ("single", "batched"):
+        wall, score, calls = build_and_evaluate(engine, args.train, args.dev, args.slots)
+        print(f"| {engine}{f' ({args.slots} slots)' if engine == 'batched' else ''} | {wall:.1f} | {score:.3f} | {calls} |",
+              flush=True)
+
+
 if __name__ == "__main__":
-    main()
+    import sys
+
+    build_main() if "--build" in sys.argv else main()

@@ -47,6 +47,9 @@ DEFAULT_SLOTS = 4  # the most slots `slots` sizes to (a 2-core CPU gains little 
 # Sequences per decoding llama_decode. Gemma 3 270M gave other numbers with 8 one-row
 # sequences in a ubatch than alone (7 and fewer: the same bytes); 4 keeps a margin.
 DECODE_GROUP = 4
+# With a LoRA adapter (F32 tensors; measured with a random adapter on SmolLM2) two or more
+# one-row sequences give other numbers than one: an adapter's context decodes one at a time.
+ADAPTER_DECODE_GROUP = 1
 KV_MEMORY_SHARE = 0.25  # the part of available memory the engine's KV cache may take
 
 
@@ -121,10 +124,12 @@ class BatchEngine:
     """One llama.cpp context with `slots` sequences over an already loaded model."""
 
     def __init__(self, llm: Any, slots: int, n_ctx_per_slot: int, n_threads: int, chunk: int,
-                 dry_multiplier: float, setup: Callable[[Any], None] | None = None) -> None:
+                 dry_multiplier: float, setup: Callable[[Any], None] | None = None,
+                 decode_group: int = DECODE_GROUP) -> None:
         import llama_cpp as L
 
         self.L, self.llm, self.slots, self.chunk = L, llm, slots, chunk
+        self.decode_group = decode_group
         self.n_ctx_per_slot, self.dry = n_ctx_per_slot, dry_multiplier
         p = L.llama_context_default_params()
         p.n_ctx = n_ctx_per_slot * slots
@@ -272,18 +277,18 @@ class BatchEngine:
             seq.chain = sampling.new_chain(self.llm._model, seq.prep.grammar, seq.prep.temperature, seq.prep.seed,
                                            self.dry)
             self.active[seq.slot] = seq
-            self._take(seq, self.L.llama_sampler_sample(seq.chain.sampler, self.ctx, pos * self.chunk + n - 1))
+            self._take(seq, seq.chain.sample_raw(self.ctx, pos * self.chunk + n - 1))
 
     def step(self) -> None:
-        """Decode one token for every generating call, DECODE_GROUP sequences per llama_decode."""
+        """Decode one token for every generating call, decode_group sequences per llama_decode."""
         seqs = [self.active[s] for s in sorted(self.active)]
         self.steps += 1
         self.widest = max(self.widest, len(seqs))
-        for g in range(0, len(seqs), DECODE_GROUP):
-            group = seqs[g:g + DECODE_GROUP]
+        for g in range(0, len(seqs), self.decode_group):
+            group = seqs[g:g + self.decode_group]
             self._decode([(q.generated[-1], len(q.prep.tokens) + len(q.generated) - 1, q.slot, True) for q in group])
             for row, seq in enumerate(group):
-                self._take(seq, self.L.llama_sampler_sample(seq.chain.sampler, self.ctx, row))
+                self._take(seq, seq.chain.sample_raw(self.ctx, row))
 
     def _take(self, seq: _Seq, token: int) -> None:
         """Record a sampled token; finish the sequence if it ended."""

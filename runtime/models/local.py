@@ -212,7 +212,7 @@ class LlamaCppModel(Model):
         if self._identity is None:
             suffix = ""
             if self.dry_multiplier:  # a different decoding: never the answers cached without it
-                suffix += f":dry{self.dry_multiplier:g}"
+                suffix += f":dry{self.dry_multiplier:g}-field"  # -field: the history restarts at each string
             if self.engine == "batched":  # another context layout (not shown to give the same numbers)
                 suffix += ":batched"
             if not self.reproducible:
@@ -439,6 +439,7 @@ class LlamaCppModel(Model):
         adapter = req.adapter if req is not None else None
         key = adapter[1] if adapter is not None else None
         if key not in w.engines:
+            from lmpc.runtime.models import batch_engine
             from lmpc.runtime.models.batch_engine import BatchEngine, plan_slots
 
             llm = self._load()
@@ -451,8 +452,9 @@ class LlamaCppModel(Model):
                 handle = w.adapters.handle(llm, *adapter)
                 setup = lambda ctx: w.adapters.apply(ctx, handle)  # noqa: E731
             slots, per_slot = plan_slots(llm._model.model, self.n_ctx, self.slots)
+            group = batch_engine.DECODE_GROUP if adapter is None else batch_engine.ADAPTER_DECODE_GROUP
             w.engines[key] = BatchEngine(llm, slots, per_slot, self.n_threads, PREFIX_CHUNK, self.dry_multiplier,
-                                         setup)
+                                         setup, group)
         return w.engines[key]
 
     def _prepare(self, req: GenerationRequest) -> Any:

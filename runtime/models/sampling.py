@@ -13,19 +13,23 @@ key: keys, labels and field values repeated across fields are not penalized, onl
 inside one string (or inside free text). The chain only sees generated tokens (the prompt is
 never accepted into it), so copying words from the prompt is not penalized either.
 
-It is off by default (`dry_multiplier: 0`): the breakers do not protect a multi-token value
-that one field repeats from another field of the same call (SmolLM2 writes numbers a digit a
-token). A react action's args restate its thought, a chain_of_thought's answer restates the
-end of its reasoning, and with 0.8 the agent example miscopied them (thought "Compute 829 +
-306.", expression "829 + 309"; 2 of 4 dev rows right against 4 of 4 without it); counting
-went 0.12 -> 0.08 on 25 dev rows.
+Field scope: the breakers alone do not protect a multi-token value that one field repeats
+from another field of the same call (SmolLM2 writes numbers a digit a token). A react
+action's args restate its thought, a chain_of_thought's answer restates the end of its
+reasoning, and with a call-wide history the agent example miscopied them (thought "Compute
+829 + 306.", expression "829 + 309"; 2 of 4 dev rows right against 4 of 4 without DRY). So
+DRY's history is restarted after every generated token that holds a `"` (ScopedChain): it
+only ever holds the tokens of the current JSON string (or of the structure between two
+strings), and a repeat is penalized only inside one field. Free text without JSON keeps the
+whole generation as its history.
 """
 
 from __future__ import annotations
 
+import weakref
 from typing import Any
 
-DRY_MULTIPLIER = 0.0  # off by default: it miscopies numbers within a call (module docstring)
+DRY_MULTIPLIER = 0.8  # on by default, its history scoped to one field (module docstring)
 DRY_SUGGESTED = 0.8  # llama.cpp's suggested strength, for `dry_multiplier: 0.8`
 DRY_BASE = 1.75
 DRY_ALLOWED_LENGTH = 2  # repeats of up to 2 tokens ("of the") are free
@@ -60,10 +64,55 @@ def add_chain(sampler: Any, model: Any, grammar: Any | None, temperature: float,
     return sampler
 
 
+class ScopedChain:
+    """Mixed into llama_cpp._internals.LlamaSampler: after each sampled token that holds a
+    `"` (a JSON string opened or closed), DRY's history is restarted (module docstring)."""
+
+    dry_index: int | None = None
+    quotes: Any = None  # token -> whether its text holds an unescaped `"` (cached per model)
+    model: Any = None
+
+    def sample(self, ctx: Any, idx: int = -1) -> int:  # the one-sequence path (llama.py)
+        import llama_cpp
+
+        token = llama_cpp.llama_sampler_sample(self.sampler, ctx.ctx, idx)
+        self.after(token)
+        return token
+
+    def sample_raw(self, ctx: Any, idx: int) -> int:  # the batched engine (a raw context pointer)
+        import llama_cpp
+
+        token = llama_cpp.llama_sampler_sample(self.sampler, ctx, idx)
+        self.after(token)
+        return token
+
+    def after(self, token: int) -> None:
+        if self.dry_index is None:
+            return
+        has = self.quotes.get(token)
+        if has is None:
+            piece = self.model.token_to_piece(token, special=False) if token >= 0 else b""
+            has = self.quotes[token] = b'"' in piece.replace(b'\\"', b"")
+        if has:
+            import llama_cpp
+
+            llama_cpp.llama_sampler_reset(llama_cpp.llama_sampler_chain_get(self.sampler, self.dry_index))
+
+
+_quotes: "weakref.WeakKeyDictionary[Any, dict[int, bool]]" = weakref.WeakKeyDictionary()  # model -> its quote table
+
+
 def new_chain(model: Any, grammar: Any | None, temperature: float, seed: int, dry_multiplier: float) -> Any:
     from llama_cpp._internals import LlamaSampler
 
-    return add_chain(LlamaSampler(), model, grammar, temperature, seed, dry_multiplier)
+    class Chain(ScopedChain, LlamaSampler):
+        pass
+
+    chain = add_chain(Chain(), model, grammar, temperature, seed, dry_multiplier)
+    if dry_multiplier > 0:
+        chain.dry_index = 1 if grammar is not None else 0  # add_chain's order
+        chain.model, chain.quotes = model, _quotes.setdefault(model, {})
+    return chain
 
 
 def install(llm: Any, dry_multiplier: float) -> None:

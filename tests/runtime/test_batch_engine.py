@@ -8,6 +8,7 @@ import json
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import jsonschema
 import pytest
@@ -170,3 +171,51 @@ def test_a_shared_prompt_prefix_is_copied_between_slots_and_changes_nothing(smol
     finally:
         shared.close()
         single.close()
+
+
+def write_lora(base: Path, out: Path, seed: int = 0, rank: int = 4) -> tuple[Path, str]:
+    """A random LoRA adapter on every layer's ffn_up (enough to change answers), written as
+    optimizers/finetune_train.write_adapter writes a trained one: (its file, its SHA-256)."""
+    import hashlib
+
+    import gguf as gg
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    w = gg.GGUFWriter(str(out), "llama")
+    w.add_string("general.type", "adapter")
+    w.add_string("adapter.type", "lora")
+    w.add_float32("adapter.lora.alpha", float(rank))
+    for layer in range(30):
+        w.add_tensor(f"blk.{layer}.ffn_up.weight.lora_a", rng.normal(0, 0.5, (rank, 576)).astype(np.float32))
+        w.add_tensor(f"blk.{layer}.ffn_up.weight.lora_b", rng.normal(0, 0.5, (1536, rank)).astype(np.float32))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return out, hashlib.sha256(out.read_bytes()).hexdigest()
+
+
+def test_calls_with_and_without_a_lora_adapter_batch_apart_and_do_not_mix(smollm2_path, tmp_path):
+    """An adapter applies to a whole llama.cpp context: the engine keeps one context per adapter,
+    each batched on its own, so base and tuned calls sent together give their answers alone."""
+    adapter = write_lora(smollm2_path, tmp_path / "lora.gguf")
+    calls = [(text, FREE) for text in ("Say hello.", "Describe the sea.", "Name a fruit.")]
+
+    def req(text: str, schema: dict, tuned: bool) -> GenerationRequest:
+        r = ask(text, schema, 30)
+        r.adapter = adapter if tuned else None
+        return r
+
+    model = create_model("a", "llama_cpp", {"path": str(smollm2_path), "engine": "batched", "slots": 2})
+    try:
+        alone = {(t, tuned): model.generate(req(t, s, tuned)).text for t, s in calls for tuned in (False, True)}
+        assert any(alone[(t, True)] != alone[(t, False)] for t, _ in calls)  # the adapter is applied
+        with ThreadPoolExecutor(6) as pool:
+            mixed = dict(zip(alone, pool.map(lambda k: model.generate(req(k[0], FREE, k[1])).text, alone)))
+        assert mixed == alone
+        engines = model._submit(lambda: dict(model._w.engines))
+        assert set(engines) == {None, adapter[1]} and all(e.widest == 2 for e in engines.values())
+        assert engines[adapter[1]].decode_group == 1  # measured: an adapter changes numbers with 2+ rows
+    finally:
+        model.close()
