@@ -69,6 +69,8 @@ def main() -> None:
         "examples_per_s": float(trained[0][3]) if trained else None,
         "peak_rss_mb": float(trained[0][4]) if trained else None,
         "build_s": round(build_s, 1), "test_eval_s_base": round(base_s, 1), "test_eval_s_tuned": round(tuned_s, 1),
+        "test_completion_tokens_base": json.loads(base.stdout).get("completion_tokens"),
+        "test_completion_tokens_tuned": json.loads(tuned.stdout).get("completion_tokens"),
     }, indent=1))
 
 
