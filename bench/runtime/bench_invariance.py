@@ -14,6 +14,7 @@ alone on the 16-token grid, then one row alone):
 
     .venv/bin/python bench/runtime/bench_invariance.py [--models smollm2-135m gemma3-270m]
     .venv/bin/python bench/runtime/bench_invariance.py --speed   # tokens/s by ubatch shape
+    .venv/bin/python bench/runtime/bench_invariance.py --engine 8 --models gemma3-270m
 """
 
 from __future__ import annotations
@@ -189,16 +190,66 @@ def speed(name: str, repeats: int) -> None:
     L.llama_model_free(model)
 
 
+def engine_check(name: str, n: int) -> None:
+    """The batched engine itself: n free-text calls decoded one after another, together on 4
+    slots, in reverse order on 4 slots and together on 8 slots: byte-identical? and wall times,
+    against the single engine one after another."""
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    from lmpc.runtime.models import GenerationRequest, create_model
+
+    schema = {"type": "object", "properties": {"answer": {"type": "string", "maxLength": 300}}, "required": ["answer"]}
+    topics = ["the sea", "a city at night", "your favourite day", "a forest", "a storm", "a market", "winter",
+              "a train journey"]
+    reqs = [GenerationRequest(messages=[{"role": "user", "content": f"Describe {t}."}], json_schema=schema,
+                              max_tokens=60) for t in topics[:n]]
+
+    def timed(model, order, workers):
+        t0 = time.perf_counter()
+        with ThreadPoolExecutor(workers) as pool:
+            out = dict(zip(order, pool.map(lambda i: model.generate(reqs[i]).text, order)))
+        return [out[i] for i in range(len(reqs))], time.perf_counter() - t0
+
+    rows = []
+    single = create_model("s", "llama_cpp", {"builtin": name})
+    single.generate(reqs[0])  # load
+    ref_single, t_single = timed(single, list(range(len(reqs))), 1)
+    single.close()
+    for slots in (4, 8):
+        m = create_model("b", "llama_cpp", {"builtin": name, "engine": "batched", "slots": slots})
+        m.generate(reqs[0])
+        if slots == 4:
+            alone, t_alone = timed(m, list(range(len(reqs))), 1)
+            rows.append(("batched, one call at a time", t_alone, True))
+            rev, t_rev = timed(m, list(range(len(reqs)))[::-1], len(reqs))
+            rows.append(("batched 4 slots, together, reverse order", t_rev, rev == alone))
+        together, t_tog = timed(m, list(range(len(reqs))), len(reqs))
+        rows.append((f"batched {slots} slots, together", t_tog, together == alone))
+        m.close()
+    print(f"| {name}: {len(reqs)} free-text calls | wall (s) | same bytes as one at a time |\n|---|---:|---|")
+    print(f"| single engine, one after another | {t_single:.1f} | (other context: "
+          f"{sum(a == b for a, b in zip(ref_single, alone))}/{len(reqs)} equal) |")
+    for label, t, same in rows:
+        print(f"| {label} | {t:.1f} | {'yes' if same else 'NO'} |", flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--models", nargs="+", default=["smollm2-135m", "gemma3-270m"])
     ap.add_argument("--speed", action="store_true", help="tokens/s by ubatch shape instead")
     ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--engine", type=int, default=0, metavar="N",
+                    help="check the batched engine itself on N free-text calls instead")
     args = ap.parse_args()
     L.llama_backend_init()
     global _quiet
     _quiet = L.llama_log_callback(lambda *a: None)
     L.llama_log_set(_quiet, ctypes.c_void_p(0))
+    if args.engine:
+        for name in args.models:
+            engine_check(name, args.engine)
+        return
     if args.speed:
         print("| model | sequences x rows per ubatch | tokens/s median | best |\n|---|---|---:|---:|")
         for name in args.models:

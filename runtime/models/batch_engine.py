@@ -5,8 +5,7 @@ takes a free slot (a llama.cpp sequence with its own KV stream and its own sampl
 grammar, DRY, greedy or dist). Each round of the loop then
 - evaluates the next 16-token prompt chunk of *every* call still reading its prompt in ONE
   llama_decode (chunked prefill, as llama.cpp's server does with --parallel), and
-- decodes one token for every generating call (llama_decode calls of up to DECODE_GROUP
-  sequences each).
+- decodes one token for every generating call (one llama_decode per call: DECODE_GROUP).
 A sequence finishes on its own (end of generation: the grammar closed, a stop string, its token
 bound) and frees its slot; calls that arrived meanwhile are admitted at once (continuous
 batching). A prompt prefix (instructions, demos) that another slot holds is copied
@@ -18,16 +17,17 @@ what ran before). Measured on this CPU (AVX2, bench/runtime/bench_invariance.py;
 and Gemma 3 270M Q4_K_M/Q5_0/Q8_0), a row's numbers depend on the *shape of its ubatch*, not on
 the other sequences' contents:
 - Gemma: a ubatch of 8 or more one-row sequences gives other numbers than one row alone (with
-  flash attention already from 4); up to 7 give the same bytes. A sequence's prompt chunk of
-  5 rows gives other numbers than the same rows padded to 16 (extra buffers off). A 16-row
-  chunk per sequence gives the same bytes with 1 to 8 sequences in the ubatch.
+  flash attention already from 4), and in this engine even groups of 4 did (DECODE_GROUP). A
+  sequence's prompt chunk of 5 rows gives other numbers than the same rows padded to 16
+  (extra buffers off). A 16-row chunk per sequence gives the same bytes with 1 to 8 sequences
+  in the ubatch.
 - SmolLM2 (Q4_1, no repacked or tinyBLAS kernel on AVX2): the same bytes in every layout tried.
 So every shape is fixed: the KV cache is not unified (a stream per slot, cells from position
 0; llama.cpp then splits a batch into ubatches of consecutive streams with the same number of
 rows each), flash attention is off, every prompt chunk is PREFIX_CHUNK rows on the grid (the
 last one padded with throw-away tokens that are removed after), prompt cells are reused or
-copied only up to a grid boundary, and decoding steps hold at most DECODE_GROUP sequences of
-one row. A call decoded alone then has the same shapes as in any batch, with no padding.
+copied only up to a grid boundary, and each decoding row is its own llama_decode. A call
+decoded alone then has the same shapes as in any batch, with no padding.
 tests/runtime/test_batch_engine.py checks byte-identical outputs alone, in batches, in other
 orders and on other slot counts.
 """
@@ -44,11 +44,14 @@ from lmpc.runtime.errors import LmpcRuntimeError
 from lmpc.runtime.models import sampling
 
 DEFAULT_SLOTS = 4  # the most slots `slots` sizes to (a 2-core CPU gains little from more)
-# Sequences per decoding llama_decode. Gemma 3 270M gave other numbers with 8 one-row
-# sequences in a ubatch than alone (7 and fewer: the same bytes); 4 keeps a margin.
-DECODE_GROUP = 4
-# With a LoRA adapter (F32 tensors; measured with a random adapter on SmolLM2) two or more
-# one-row sequences give other numbers than one: an adapter's context decodes one at a time.
+# Sequences per decoding llama_decode. One: decoding rows are not batched. Measured: Gemma 3
+# 270M in this engine gave other answers with groups of 4 than alone (2 of 6 free-text calls;
+# bench_invariance.py --engine), although its logits matched for 2 to 7 one-row sequences in
+# the bench's layouts (8 differ) and the cause is not isolated; with groups of one, 8 of 8
+# matched. A LoRA adapter (F32 tensors) changes a row's numbers from 2 rows on (SmolLM2).
+# On this CPU batched decoding rows bring SmolLM2 nothing (52 vs 44 tokens/s for 1 vs 4 rows)
+# and Gemma 1.65x: the cost of the guarantee.
+DECODE_GROUP = 1
 ADAPTER_DECODE_GROUP = 1
 KV_MEMORY_SHARE = 0.25  # the part of available memory the engine's KV cache may take
 
