@@ -176,7 +176,7 @@ MODEL_OPTION_VALUES: dict[str, Option] = {
     "seed": Option((int,), None, 0, SEED_MAX, example=0),
     "timeout": Option((int, float), None, 0.001, 86_400, unit="seconds", example=60),
     "max_retries": Option((int,), None, 0, 100, example=2),
-    "dry_multiplier": Option((int, float), 0, 0, 10, example=0.8),
+    "dry_multiplier": Option((int, float), 0.8, 0, 10, example=0.8),  # sampling.DRY_MULTIPLIER
     "text_max_chars": Option((int,), None, 1, 100_000, example=300),
     "engine": Option((str,), "single", choices=ENGINES),
     "slots": Option((int,), None, 1, 64, example=4),

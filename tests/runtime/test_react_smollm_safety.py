@@ -6,9 +6,9 @@ llama.cpp), where grammar-bound decoding makes every action well formed (issue 1
   tool calls the tool accepts and the share of rows that finish within max_steps, read from
   the traces. Measured: 8 model calls, 0 malformed; 4 of 4 tool calls accepted; 4 of 4 rows
   finished (2 model calls each), and the finish answers copy the calculator's results. With
-  DRY (`dry_multiplier: 0.8`, default for a while) only 2 of 4 were right: it penalizes
-  copying numbers the call already generated, and an action's args restate its thought, so
-  DRY is off by default (runtime/models/sampling.py).
+  DRY over the whole call's history only 2 of 4 were right: it penalized copying numbers the
+  call already generated, and an action's args restate its thought; DRY (on by default) now
+  restarts its history at each JSON string, and 4 of 4 are right (runtime/models/sampling.py).
 - A tool that raises, one that hangs past its timeout (tool_timeout_s 0.5) and one that
   returns the wrong type, each forced by `min_steps 2`, in one batch with a row on the healthy
   calculator: every bad call is an error observation, traced as the tool event's error and
