@@ -75,16 +75,16 @@ def available_memory() -> int | None:
     return None
 
 
-def plan_slots(model: Any, n_ctx: int, slots: int | None) -> tuple[int, int]:
+def plan_slots(model: Any, n_ctx: int, slots: int | None, avail: int | None = None) -> tuple[int, int]:
     """(slots, tokens per slot): the option's slots, or as many as DEFAULT_SLOTS that fit
-    KV_MEMORY_SHARE of the available memory; a slot holds n_ctx tokens, at most the model's
-    training context."""
+    KV_MEMORY_SHARE of the available memory (avail bytes; None: MemAvailable); a slot holds
+    n_ctx tokens, at most the model's training context."""
     import llama_cpp as L
 
     train = L.llama_model_n_ctx_train(model)
     per_slot = min(n_ctx, train) if train > 0 else n_ctx
     if slots is None:
-        avail = available_memory()
+        avail = available_memory() if avail is None else avail
         fit = DEFAULT_SLOTS if avail is None else int(avail * KV_MEMORY_SHARE // (per_slot * kv_bytes_per_token(model)))
         slots = max(1, min(DEFAULT_SLOTS, fit))
     return slots, per_slot

@@ -219,3 +219,24 @@ def test_calls_with_and_without_a_lora_adapter_batch_apart_and_do_not_mix(smollm
         assert engines[adapter[1]].decode_group == 1  # measured: an adapter changes numbers with 2+ rows
     finally:
         model.close()
+
+
+def test_slots_and_context_are_sized_from_the_model_and_memory(smollm2_path):
+    from lmpc.runtime.models.batch_engine import DEFAULT_SLOTS, kv_bytes_per_token, plan_slots
+
+    model = create_model("p", "llama_cpp", {"path": str(smollm2_path), "engine": "batched"})
+    try:
+        llm = model._submit(model._load)
+        m = llm._model.model
+        per_token = kv_bytes_per_token(m)
+        assert per_token == 2 * 2 * 30 * 3 * 64  # SmolLM2-135M: 30 layers, 3 KV heads of 64
+        assert plan_slots(m, 2048, None, avail=1 << 40) == (DEFAULT_SLOTS, 2048)
+        assert plan_slots(m, 2048, None, avail=4 * 2 * 2048 * per_token) == (2, 2048)  # a quarter of it: 2 slots
+        assert plan_slots(m, 2048, None, avail=1) == (1, 2048)  # always one
+        assert plan_slots(m, 2048, 7, avail=1) == (7, 2048)  # the option wins
+        assert plan_slots(m, 100_000, 2)[1] == 8192  # at most the training context
+        model.generate(ask("Hi.", LABEL))
+        engine = model._submit(lambda: model._w.engines[None])
+        assert 1 <= engine.slots <= DEFAULT_SLOTS and engine.n_ctx_per_slot == 2048
+    finally:
+        model.close()
