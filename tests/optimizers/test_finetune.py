@@ -188,3 +188,19 @@ def test_dry_run_shows_teacher_calls_and_training_steps(tmp_path):
     assert out.returncode == 0, out.stderr
     assert "40  finetune: teacher" in out.stdout
     assert "train 1 LoRA adapter(s), up to 20 steps each" in out.stdout
+
+
+@pytest.mark.slow
+def test_a_rerun_build_reuses_the_trained_adapter_and_writes_the_same_artifact(built, tmp_path):
+    """What a killed build does on its rerun: teacher calls from the cache, an adapter already
+    trained found in the store by what its training read, and the same artifact bytes."""
+    folder, artifact, cache = built
+    again = tmp_path / "again.lmpc.json"
+    out = subprocess.run(LMPC + ["build", str(folder / "sentiment.lmp"), "--cache-dir", str(cache), "-o", str(again),
+                                 "--strategy", "finetune(epochs: 4, lr: 0.002, max_examples: 6, seed: 1)"],
+                         capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "(reused)" in out.stderr and "step 1/" not in out.stderr  # no training this time
+    first, second = json.loads(artifact.read_text()), json.loads(again.read_text())
+    assert second["graphs"] == first["graphs"] and second["report"]["strategies"] == first["report"]["strategies"]
+    assert ", 0 from cache" not in out.stdout  # the teacher and both evaluations from the cache
