@@ -18,6 +18,7 @@ from lmpc.runtime.errors import (AuthenticationError, ConfigurationError, Endpoi
                                  OutputError, ServerError, ServerUnreachableError)
 from lmpc.runtime.executor import StepError
 from lmpc.runtime.metrics import MetricError
+from lmpc.runtime.models.adapters import AdapterError
 from lmpc.runtime.retrieval import RetrievalError
 
 # stage -> its classes (the first is the stage's base, where it has one)
@@ -26,7 +27,7 @@ STAGES: dict[str, tuple[type[LmpcError], ...]] = {
     "artifact": (ArtifactError, ArtifactTrustError),
     "runtime": (LmpcRuntimeError, ConfigurationError, InvalidArgumentError, Interrupted, ModelNotFoundError,
                 ModelConfigError, ServerUnreachableError, ServerError, AuthenticationError, EndpointNotFoundError,
-                OutputError, StepError, EmbedderError, RetrievalError),
+                OutputError, StepError, EmbedderError, RetrievalError, AdapterError),
     "data": (DataError,),
     "metrics": (MetricError,),
     "budget": (BudgetExceededError,),

@@ -45,7 +45,7 @@ EXPECTED_EXIT = {  # the exit codes docs/cli.md and docs/runtime.md state
     "Interrupted": EXIT_INTERRUPTED, "ModelNotFoundError": EXIT_ERROR, "ModelConfigError": EXIT_ERROR,
     "ServerUnreachableError": EXIT_ERROR, "ServerError": EXIT_ERROR, "AuthenticationError": EXIT_ERROR,
     "EndpointNotFoundError": EXIT_ERROR, "OutputError": EXIT_ERROR, "StepError": EXIT_ERROR,
-    "EmbedderError": EXIT_ERROR, "RetrievalError": EXIT_ERROR, "DataError": EXIT_USAGE, "MetricError": EXIT_USAGE,
+    "EmbedderError": EXIT_ERROR, "RetrievalError": EXIT_ERROR, "AdapterError": EXIT_ERROR, "DataError": EXIT_USAGE, "MetricError": EXIT_USAGE,
     "BudgetExceededError": EXIT_ERROR, "OptimizerConfigError": EXIT_USAGE, "TeacherBrokenError": EXIT_ERROR,
     "UsageError": EXIT_USAGE, "CommandInterrupted": EXIT_INTERRUPTED,
 }
