@@ -53,6 +53,9 @@ DEFAULT_SLOTS = 4  # the most slots `slots` sizes to (a 2-core CPU gains little 
 # and Gemma 1.65x: the cost of the guarantee.
 DECODE_GROUP = 1
 ADAPTER_DECODE_GROUP = 1
+# `reproducible: false` gives the guarantee up for speed: every generating row in one
+# llama_decode (local.py passes the slot count), where models whose kernels gain from rows
+# (Gemma 3: 1.65x tokens/s with 4 rows) decode faster and answers may depend on neighbours.
 KV_MEMORY_SHARE = 0.25  # the part of available memory the engine's KV cache may take
 
 
@@ -161,6 +164,7 @@ class BatchEngine:
         self.widest_prompt = 0
         self.steps = 0  # decoding rounds, and the most sequences one of them decoded
         self.widest = 0
+        self.widest_decode = 0  # the most decoding rows one llama_decode held (decode_group bounds it)
 
     def close(self) -> None:
         if self.ctx:
@@ -289,6 +293,7 @@ class BatchEngine:
         self.widest = max(self.widest, len(seqs))
         for g in range(0, len(seqs), self.decode_group):
             group = seqs[g:g + self.decode_group]
+            self.widest_decode = max(self.widest_decode, len(group))
             self._decode([(q.generated[-1], len(q.prep.tokens) + len(q.generated) - 1, q.slot, True) for q in group])
             for row, seq in enumerate(group):
                 self._take(seq, seq.chain.sample_raw(self.ctx, row))

@@ -453,6 +453,8 @@ class LlamaCppModel(Model):
                 setup = lambda ctx: w.adapters.apply(ctx, handle)  # noqa: E731
             slots, per_slot = plan_slots(llm._model.model, self.n_ctx, self.slots)
             group = batch_engine.DECODE_GROUP if adapter is None else batch_engine.ADAPTER_DECODE_GROUP
+            if not self.reproducible:  # speed over byte-identity: all generating rows in one decode
+                group = slots
             w.engines[key] = BatchEngine(llm, slots, per_slot, self.n_threads, PREFIX_CHUNK, self.dry_multiplier,
                                          setup, group)
         return w.engines[key]

@@ -90,6 +90,22 @@ def test_outputs_are_well_formed_and_do_not_depend_on_batch_or_order(batched, sm
         other.close()
 
 
+def test_the_default_decodes_one_row_per_llama_decode_and_reproducible_false_decodes_rows_together(
+        batched, smollm2_path):
+    concurrently(batched, CALLS)
+    engine = batched._submit(lambda: batched._w.engines[None])
+    assert engine.widest == 3 and engine.widest_decode == 1  # shared steps, one row per decode
+    # reproducible: false gives byte-identity up for speed: all generating rows in one decode
+    free = create_model("f", "llama_cpp", {"path": str(smollm2_path), "engine": "batched", "slots": 3,
+                                           "reproducible": False})
+    try:
+        for (_, schema), text in zip(CALLS, concurrently(free, CALLS)):
+            jsonschema.validate(json.loads(text), schema)
+        engine = free._submit(lambda: free._w.engines[None])
+        assert engine.widest_decode == 3
+    finally:
+        free.close()
+
 def test_a_call_that_finishes_early_frees_its_slot_for_a_queued_call(smollm2_path):
     model = create_model("one", "llama_cpp", {"path": str(smollm2_path), "engine": "batched", "slots": 2})
     done: dict[str, float] = {}
