@@ -7,7 +7,7 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from lmpc.cli_common import UsageError, exit_on_next_interrupt, int_flag, load_program
 
@@ -43,15 +43,17 @@ def is_artifact(path: str) -> bool:
     return path.endswith(".json")
 
 
-def open_program(args: argparse.Namespace):
+def open_program(args: argparse.Namespace, trace_log: Callable[[Path], Any] | None = None):
     """A Program from a .lmp file (diagnostics printed; None on errors) or a built artifact.
-    Its errors (an unknown pipeline or model, an artifact refused) say their own exit code, 2."""
+    Its errors (an unknown pipeline or model, an artifact refused) say their own exit code, 2.
+    trace_log makes the trace log from its path (lmpc serve's tags each call with its batch)."""
     from lmpc.api import load, program_from_checked
     from lmpc.runtime.cache import CallCache, default_cache_dir
 
     cache_dir = Path(args.cache_dir) if args.cache_dir else default_cache_dir()
+    traces = cache_dir / "traces.jsonl"
     options = dict(cache=CallCache(cache_dir / "calls.sqlite", enabled=not args.no_cache),
-                   trace_log=cache_dir / "traces.jsonl", model=args.model)
+                   trace_log=trace_log(traces) if trace_log else traces, model=args.model)
     if is_artifact(args.file):
         if args.pipeline is not None:
             raise UsageError("an artifact holds one pipeline; --pipeline applies to .lmp files")

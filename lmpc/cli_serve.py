@@ -20,10 +20,9 @@ import os
 import signal
 import socket
 import sys
-from pathlib import Path
 from typing import Any
 
-from lmpc.cli_common import EXIT_INTERRUPTED, EXIT_OK, CommandInterrupted, UsageError, int_flag, load_program
+from lmpc.cli_common import EXIT_INTERRUPTED, EXIT_OK, CommandInterrupted, UsageError, int_flag
 
 EXIT_GRACE_EXCEEDED = 1
 
@@ -31,26 +30,10 @@ EXIT_GRACE_EXCEEDED = 1
 def open_serving_program(args: argparse.Namespace):
     """The Program to serve (None when the .lmp file has errors, printed), its trace log tagging
     each call with its batch. Same rules as `lmpc run` (cli_run.open_program)."""
-    from lmpc.api import load, program_from_checked
-    from lmpc.cli_run import is_artifact, parse_model_options
-    from lmpc.runtime.cache import CallCache, default_cache_dir
+    from lmpc.cli_run import open_program
     from lmpc.serve_gather import BatchTaggedLog
 
-    cache_dir = Path(args.cache_dir) if args.cache_dir else default_cache_dir()
-    options = dict(cache=CallCache(cache_dir / "calls.sqlite", enabled=not args.no_cache),
-                   trace_log=BatchTaggedLog(cache_dir / "traces.jsonl"), model=args.model)
-    if is_artifact(args.file):
-        if args.pipeline is not None:
-            raise UsageError("an artifact holds one pipeline; --pipeline applies to .lmp files")
-        return load(args.file, trust_code=args.trust_code, trust_models=args.trust_models,
-                    model_options=parse_model_options(args.model_option or []), **options)
-    if args.model_option:
-        raise UsageError("--model-option applies to built artifacts; in a .lmp file, set the options in "
-                         "its `model` declaration")
-    checked = load_program(args.file)
-    if checked is None:
-        return None
-    return program_from_checked(checked, args.pipeline, base_dir=Path(args.file).parent, **options)
+    return open_program(args, trace_log=BatchTaggedLog)
 
 
 def warm_up(prog: Any, only: str | None) -> None:
