@@ -10,6 +10,7 @@ from lmpc.compiler.diagnostics import ArgumentCompileError, CompileError
 from lmpc.compiler.errors import LmpcError, PipelineChoiceError, SourceFileError, SourceNotFoundError
 from lmpc.optimizers.base import OptimizerConfigError
 from lmpc.optimizers.bootstrap import TeacherBrokenError
+from lmpc.optimizers.finetune_train import FinetuneNotInstalled
 from lmpc.runtime.budget import BudgetExceededError
 from lmpc.runtime.data import DataError
 from lmpc.runtime.embed import EmbedderError
@@ -31,7 +32,7 @@ STAGES: dict[str, tuple[type[LmpcError], ...]] = {
     "data": (DataError,),
     "metrics": (MetricError,),
     "budget": (BudgetExceededError,),
-    "optimizers": (OptimizerConfigError, TeacherBrokenError),
+    "optimizers": (OptimizerConfigError, TeacherBrokenError, FinetuneNotInstalled),
     "cli": (UsageError, CommandInterrupted),
 }
 
