@@ -44,6 +44,24 @@ def smollm2_path() -> Path:
         pytest.fail(f"{e}  (the runtime tests need the embedded default model)", pytrace=False)
 
 
+def wait_for_llama_server(proc: subprocess.Popen, base_url: str, log_path: Path) -> None:
+    """Until the server answers GET /models; a test failure (its log's tail) if it exits or is late."""
+    deadline = time.monotonic() + SERVER_START_TIMEOUT_S
+    while True:
+        if proc.poll() is not None:
+            tail = log_path.read_text(errors="replace")[-3000:]
+            pytest.fail(f"the llama.cpp server exited with {proc.returncode}:\n{tail}", pytrace=False)
+        try:
+            with urllib.request.urlopen(f"{base_url}/models", timeout=2) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            pytest.fail(f"the llama.cpp server did not answer within {SERVER_START_TIMEOUT_S} s", pytrace=False)
+        time.sleep(0.25)
+
+
 @contextmanager
 def running_llama_server(model_path: Path, log_path: Path, env: dict[str, str] | None = None) -> Iterator[str]:
     """llama-cpp-python's OpenAI-compatible server, started through lmpc's launcher (which
@@ -61,21 +79,7 @@ def running_llama_server(model_path: Path, log_path: Path, env: dict[str, str] |
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                 env={**os.environ, **(env or {})})
     try:
-        deadline = time.monotonic() + SERVER_START_TIMEOUT_S
-        while True:
-            if proc.poll() is not None:
-                tail = log_path.read_text(errors="replace")[-3000:]
-                pytest.fail(f"the llama.cpp server exited with {proc.returncode}:\n{tail}", pytrace=False)
-            try:
-                with urllib.request.urlopen(f"{base_url}/models", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"the llama.cpp server did not answer within {SERVER_START_TIMEOUT_S} s",
-                            pytrace=False)
-            time.sleep(0.25)
+        wait_for_llama_server(proc, base_url, log_path)
         yield base_url
     finally:
         proc.terminate()

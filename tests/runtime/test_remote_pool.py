@@ -318,20 +318,11 @@ def test_a_program_row_whose_every_endpoint_failed_is_an_error_row_and_the_rest_
         return (503, {}, "down for maintenance") if n >= 3 else OK  # dies after two answers
 
     a, b = servers(script, delay_s=0.05), servers(delay_s=0.05)
-    src = '''
-model srv = openai(model: "m", base_url: [env("LMPC_A"), env("LMPC_B")], structured_output: "none", max_retries: 1)
-type Label = "positive" | "negative"
-signature S = text -> label: Label
-pipeline p(text: str) -> (label: Label) {
-    s = predict S(text: text)
-    return label: s.label
-}
-'''
     import os
 
     os.environ["LMPC_A"], os.environ["LMPC_B"] = a.url, b.url
     try:
-        prog = lmpc.compile_source(src, cache=CallCache(enabled=False), trace_log=False)
+        prog = lmpc.compile_source(EVAL_SRC, cache=CallCache(enabled=False), trace_log=False)
         results = prog.batch([{"text": f"row {i}"} for i in range(8)])
         assert len(results) == 8 and all(r.ok for r in results)  # b took over a's rows
         b.stop()  # now every endpoint fails: an error row naming both, not a lost row

@@ -11,7 +11,6 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.request
 from pathlib import Path
 from typing import Iterator
 
@@ -24,7 +23,7 @@ from lmpc.runtime.evaluate import evaluate
 from lmpc.runtime.models import create_model
 from lmpc.runtime.models.remote import OpenAIModel
 
-from .conftest import SERVER_START_TIMEOUT_S, free_port
+from .conftest import free_port, wait_for_llama_server
 
 SRC = '''
 model srv = openai(model: "smollm2", base_url: [env("LMPC_POOL_A"), env("LMPC_POOL_B")], max_retries: 2, timeout: 60)
@@ -53,20 +52,7 @@ class Server:
         self.log = log
 
     def wait_ready(self) -> None:
-        deadline = time.monotonic() + SERVER_START_TIMEOUT_S
-        while True:
-            if self.proc.poll() is not None:
-                pytest.fail(f"the llama.cpp server exited with {self.proc.returncode}:\n"
-                            f"{self.log.read_text(errors='replace')[-3000:]}", pytrace=False)
-            try:
-                with urllib.request.urlopen(f"{self.url}/models", timeout=2) as r:
-                    if r.status == 200:
-                        return
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"the llama.cpp server did not answer within {SERVER_START_TIMEOUT_S} s", pytrace=False)
-            time.sleep(0.25)
+        wait_for_llama_server(self.proc, self.url, self.log)
 
     def kill(self) -> None:
         if self.proc.poll() is None:
