@@ -64,6 +64,8 @@ class Option:
             if str not in self.types:
                 return f"takes {self.describe()}, not the string {value!r}"
             if self.choices is not None and value not in self.choices:
+                if bool in self.types:  # e.g. reproducible: true, false or "grid"
+                    return f"is true, false or {' or '.join(json.dumps(c) for c in self.choices)}, not {value!r}"
                 return f"is one of {', '.join(self.choices)}, not {value!r}"
             if not value:
                 return "takes a non-empty string"
@@ -149,7 +151,8 @@ METRIC_OPTIONS: dict[str, dict[str, Option]] = {
 PROVIDER_OPTIONS: dict[str, dict[str, tuple[type, ...]]] = {
     "llama_cpp": {
         "builtin": (str,), "path": (str,), "hf": (str,), "temperature": (int, float),
-        "max_tokens": (int,), "n_ctx": (int,), "seed": (int,), "n_threads": (int,), "reproducible": (bool,),
+        "max_tokens": (int,), "n_ctx": (int,), "seed": (int,), "n_threads": (int,),
+        "reproducible": (bool, str),  # true | false | "grid" (runtime/models/layout_probe.py)
         "extra_buffers": (str, bool),  # auto | true | false: llama.cpp's weight-repacking buffers
         "dry_multiplier": (int, float),  # the repetition guard's strength (runtime/models/sampling.py); 0: off
         "text_max_chars": (int,),  # bound on each free-text output field (runtime/prompt.py's default: 1000)
@@ -180,6 +183,7 @@ MODEL_OPTION_VALUES: dict[str, Option] = {
     "text_max_chars": Option((int,), None, 1, 100_000, example=300),
     "engine": Option((str,), "single", choices=ENGINES),
     "slots": Option((int,), None, 1, 64, example=4),
+    "reproducible": Option((bool, str), True, choices=("grid",)),
 }
 
 # -- optimize block entries that take a number

@@ -56,6 +56,9 @@ ADAPTER_DECODE_GROUP = 1
 # `reproducible: false` gives the guarantee up for speed: every generating row in one
 # llama_decode (local.py passes the slot count), where models whose kernels gain from rows
 # (Gemma 3: 8 free-text calls on 8 slots 10.0 s against 12.8 s, load 0.3) decode faster and answers may depend on neighbours.
+# Rows per call in one prompt llama_decode on the layout-free path (use_exact): larger chunks,
+# fewer llama_decodes; layout_probe.py measures every shape up to it.
+EXACT_CHUNK = 32
 KV_MEMORY_SHARE = 0.25  # the part of available memory the engine's KV cache may take
 
 
@@ -131,15 +134,20 @@ class BatchEngine:
 
     def __init__(self, llm: Any, slots: int, n_ctx_per_slot: int, n_threads: int, chunk: int,
                  dry_multiplier: float, setup: Callable[[Any], None] | None = None,
-                 decode_group: int = DECODE_GROUP) -> None:
+                 decode_group: int = DECODE_GROUP, exact_chunk: int = EXACT_CHUNK) -> None:
         import llama_cpp as L
 
         self.L, self.llm, self.slots, self.chunk = L, llm, slots, chunk
+        self.grid_chunk, self.exact_chunk = chunk, exact_chunk
+        self.exact = False  # use_exact(): the layout-free path
+        self.probe: Any = None  # layout_probe.Verdict of this context, when it was probed
         self.decode_group = decode_group
         self.n_ctx_per_slot, self.dry = n_ctx_per_slot, dry_multiplier
         p = L.llama_context_default_params()
         p.n_ctx = n_ctx_per_slot * slots
-        p.n_batch = p.n_ubatch = chunk * slots  # one prompt chunk of every slot in one ubatch
+        # one prompt chunk of every slot in one ubatch (the layout-free path's chunks are larger)
+        self.max_rows = max(chunk, exact_chunk) * slots
+        p.n_batch = p.n_ubatch = self.max_rows
         p.n_seq_max = slots
         p.kv_unified = False
         p.flash_attn_type = L.LLAMA_FLASH_ATTN_TYPE_DISABLED  # measured: shape-dependent from 4 rows
@@ -152,7 +160,7 @@ class BatchEngine:
                                    f"{n_ctx_per_slot} tokens (lower slots or n_ctx)")
         self.mem = L.llama_get_memory(self.ctx)
         self.vocab = llm._model.vocab
-        self.batch = L.llama_batch_init(chunk * slots, 0, 1)
+        self.batch = L.llama_batch_init(self.max_rows, 0, 1)
         if setup is not None:
             setup(self.ctx)  # e.g. the LoRA adapter this engine's calls share
         self.cached: list[list[int]] = [[] for _ in range(slots)]  # prompt tokens in each slot's KV
@@ -165,6 +173,14 @@ class BatchEngine:
         self.steps = 0  # decoding rounds, and the most sequences one of them decoded
         self.widest = 0
         self.widest_decode = 0  # the most decoding rows one llama_decode held (decode_group bounds it)
+
+    def use_exact(self) -> None:
+        """The layout-free path, before the first call: no grid, no padding, the whole common
+        prefix reused, prompt chunks of exact_chunk rows and every generating row in one
+        llama_decode. For a model measured layout-exact on this machine (layout_probe.py), or
+        when the model gives byte-identity up (`reproducible: false`)."""
+        assert not self.busy
+        self.exact, self.chunk, self.decode_group = True, self.exact_chunk, self.slots
 
     def close(self) -> None:
         if self.ctx:
@@ -201,6 +217,8 @@ class BatchEngine:
             if a != b:
                 break
             common += 1
+        if self.exact:  # the last token is evaluated again: its logits are needed
+            return min(common, len(tokens) - 1)
         aligned = common // self.chunk * self.chunk
         if aligned >= len(tokens):
             aligned -= self.chunk
@@ -210,7 +228,8 @@ class BatchEngine:
         """Take the free slot whose cached prompt shares the longest grid-aligned prefix; the
         prompt is then read by prompt_round()."""
         tokens = prep.tokens
-        if -(-len(tokens) // self.chunk) * self.chunk >= self.n_ctx_per_slot:  # the padded last chunk too
+        padded = len(tokens) if self.exact else -(-len(tokens) // self.chunk) * self.chunk  # the padded last chunk
+        if padded >= self.n_ctx_per_slot:
             raise LmpcRuntimeError(
                 f"the prompt has {len(tokens)} tokens and does not fit a slot's context of "
                 f"{self.n_ctx_per_slot}; raise the model's n_ctx option or shorten the prompt")
@@ -250,7 +269,7 @@ class BatchEngine:
         for seq in self.reading.values():
             self._copy_prefix(seq)
         rows: list[tuple[int, int, int, bool]] = []
-        planned: list[tuple[_Seq, int, int]] = []  # (call, tokens in its chunk, its logits row)
+        planned: list[tuple[_Seq, int, list]] = []  # (call, tokens in its chunk, its rows)
         leaders: list[list[int]] = []
         for seq in sorted(self.reading.values(), key=lambda q: (-q.done, q.slot)):
             tokens, start = seq.prep.tokens, seq.done
@@ -259,20 +278,22 @@ class BatchEngine:
                 continue  # a leader evaluates this chunk now (and maybe more): copy it next round
             part = tokens[start:end]
             last = end == len(tokens)
-            planned.append((seq, len(part), len(rows) + len(part) - 1))
-            rows += [(t, start + i, seq.slot, last and i == len(part) - 1) for i, t in enumerate(part)]
-            # the last chunk is padded to the grid: every chunk has the same rows (see the docstring)
-            rows += [(0, start + i, seq.slot, False) for i in range(len(part), self.chunk)]
+            chunk_rows = [(t, start + i, seq.slot, last and i == len(part) - 1) for i, t in enumerate(part)]
+            if not self.exact:
+                # the last chunk is padded to the grid: every chunk has the same rows (see the docstring)
+                chunk_rows += [(0, start + i, seq.slot, False) for i in range(len(part), self.chunk)]
+            planned.append((seq, len(part), chunk_rows))
             leaders.append(tokens[:end])
         # llama.cpp splits a batch into ubatches of consecutive streams: keep them in slot order
-        order = sorted(range(len(planned)), key=lambda i: planned[i][0].slot)
-        rows_by_slot = {planned[i][0].slot: rows[i * self.chunk:(i + 1) * self.chunk] for i in range(len(planned))}
-        rows = [r for i in order for r in rows_by_slot[planned[i][0].slot]]
+        planned.sort(key=lambda p: p[0].slot)
+        rows, ends = [], []
+        for _, _, chunk_rows in planned:
+            rows += chunk_rows
+            ends.append(len(rows))
         self._decode(rows)
         self.prompt_rounds += 1
         self.widest_prompt = max(self.widest_prompt, len(planned))
-        for pos, i in enumerate(order):
-            seq, n, _ = planned[i]
+        for (seq, n, chunk_rows), end in zip(planned, ends):
             seq.done += n
             self.prompt_tokens_evaluated += n
             tokens = seq.prep.tokens
@@ -284,7 +305,7 @@ class BatchEngine:
             seq.chain = sampling.new_chain(self.llm._model, seq.prep.grammar, seq.prep.temperature, seq.prep.seed,
                                            self.dry)
             self.active[seq.slot] = seq
-            self._take(seq, seq.chain.sample_raw(self.ctx, pos * self.chunk + n - 1))
+            self._take(seq, seq.chain.sample_raw(self.ctx, end - len(chunk_rows) + n - 1))
 
     def step(self) -> None:
         """Decode one token for every generating call, decode_group sequences per llama_decode."""

@@ -141,6 +141,8 @@ class _Worker:
         self.llm: Any = None  # llama_cpp.Llama, touched only on this thread
         self.formatter: Any = None  # Jinja2ChatFormatter of the GGUF's chat template, or None
         self.trusted = 0  # KV positions evaluated as prompt chunks by the last call
+        self.exact = False  # the model measured layout-exact on this machine (layout_probe.py)
+        self.probe: Any = None  # layout_probe.Verdict of the single engine's context
         self.grammars: dict[str, Any] = {}  # schema key -> LlamaGrammar
         self.engines: dict[Any, Any] = {}  # batch_engine.BatchEngine per adapter (None: none), made on first call
         self.adapters: Any = None  # adapters.LoadedAdapters: LoRA handles (finetune), made on first use
@@ -183,11 +185,16 @@ class LlamaCppModel(Model):
         self.n_ctx = _positive_int(name, options, "n_ctx", DEFAULT_N_CTX)
         self.n_threads = _positive_int(name, options, "n_threads", default_threads())
         self.seed = int(options.get("seed", 0))
-        # reproducible (default): a call's output does not depend on what was cached before it,
-        # at the price of re-evaluating up to PREFIX_CHUNK - 1 cached tokens per call.
-        self.reproducible = options.get("reproducible", True)
-        if not isinstance(self.reproducible, bool):
-            raise ModelConfigError(f"model `{name}`: option reproducible must be true or false")
+        # reproducible (default): a call's output does not depend on what was cached before it
+        # or on the calls batched with it. true: the whole cached prefix is reused when the
+        # model measures layout-exact on this machine (layout_probe.py), else the grid below;
+        # "grid": the grid without the probe (re-evaluating up to PREFIX_CHUNK - 1 cached
+        # tokens per call); false: llama-cpp-python's own reuse, no guarantee.
+        value = options.get("reproducible", True)
+        if not (isinstance(value, bool) or value == "grid"):
+            raise ModelConfigError(f'model `{name}`: option reproducible must be true, false or "grid", not {value!r}')
+        self.reproducible = value is not False
+        self.layout = "free" if value is False else "grid" if value == "grid" else "auto"
         # the repetition guard of free text (sampling.py); 0 turns it off
         self.dry_multiplier = _number(name, options, "dry_multiplier", DRY_MULTIPLIER)
         # auto | True | False; decided against this machine at load (see llama_system.py)
@@ -320,7 +327,28 @@ class LlamaCppModel(Model):
             )
         sampling.install(w.llm, self.dry_multiplier)
         self.extra_buffers = decision
+        if self.engine == "single" and self.layout == "auto":
+            w.probe = self._layout_verdict(w.llm.ctx, {"engine": "single", "n_batch": PREFIX_CHUNK,
+                                                       "flash_attn": int(w.llm.context_params.flash_attn_type)},
+                                           seqs=1, max_rows=PREFIX_CHUNK, ref_chunk=PREFIX_CHUNK)
+            w.exact = w.probe.exact
+            w.llm.n_tokens = 0  # the probe cleared the context
         return w.llm
+
+    def _layout_verdict(self, ctx: Any, setting: dict[str, Any], seqs: int, max_rows: int, ref_chunk: int) -> Any:
+        """Whether this model's numbers are layout-exact on this machine, for a context of
+        these settings: measured once (layout_probe.py) and stored."""
+        from lmpc.runtime.models import layout_probe
+
+        llm = self._w.llm
+        setting = {**setting, "n_threads": self.n_threads, "seqs": seqs, "max_rows": max_rows,
+                   "extra_buffers": bool(self.extra_buffers.enabled) if self.extra_buffers else None}
+        found = layout_probe.verdict(file_identity(self.path), setting,
+                                     lambda: layout_probe.probe(ctx, llm._model.model, seqs, max_rows, ref_chunk))
+        log.info("lmpc: model `%s`: %s", self.name,
+                 "layout-exact on this machine: the whole cached prefix is reused" if found.exact else
+                 f"numbers depend on the batch layout ({'; '.join(found.differs)}): prompts on the 16-token grid")
+        return found
 
     def perf(self) -> dict[str, float]:
         """llama.cpp's counters since load: prompt/generated tokens and their milliseconds."""
@@ -388,9 +416,11 @@ class LlamaCppModel(Model):
 
     def _reuse_aligned_prefix(self, tokens: list[int]) -> None:
         """Keep only the cached prefix that a fresh evaluation would compute identically."""
-        if not self.reproducible:
-            return  # llama-cpp-python reuses the whole common prefix itself
         w = self._w
+        if not self.reproducible or (w.exact and w.adapter is None):
+            # llama-cpp-python reuses the whole common prefix itself: with a layout-exact model
+            # (measured without an adapter) the cells are what a fresh evaluation computes
+            return
         llm = w.llm
         limit = min(w.trusted, llm.n_tokens, len(tokens))
         common = 0
@@ -453,10 +483,15 @@ class LlamaCppModel(Model):
                 setup = lambda ctx: w.adapters.apply(ctx, handle)  # noqa: E731
             slots, per_slot = plan_slots(llm._model.model, self.n_ctx, self.slots)
             group = batch_engine.DECODE_GROUP if adapter is None else batch_engine.ADAPTER_DECODE_GROUP
-            if not self.reproducible:  # speed over byte-identity: all generating rows in one decode
-                group = slots
-            w.engines[key] = BatchEngine(llm, slots, per_slot, self.n_threads, PREFIX_CHUNK, self.dry_multiplier,
-                                         setup, group)
+            engine = BatchEngine(llm, slots, per_slot, self.n_threads, PREFIX_CHUNK, self.dry_multiplier, setup, group)
+            # the layout-free path: speed over byte-identity (reproducible: false), or a model
+            # measured layout-exact here (the probe runs without an adapter: adapters keep the grid)
+            if self.layout == "auto" and adapter is None:
+                engine.probe = self._layout_verdict(engine.ctx, {"engine": "batched", "chunk": engine.exact_chunk},
+                                                    seqs=slots, max_rows=engine.max_rows, ref_chunk=engine.exact_chunk)
+            if self.layout == "free" or (engine.probe is not None and engine.probe.exact):
+                engine.use_exact()
+            w.engines[key] = engine
         return w.engines[key]
 
     def _prepare(self, req: GenerationRequest) -> Any:

@@ -33,9 +33,12 @@ def ask(text: str, schema: dict, max_tokens: int = 60) -> GenerationRequest:
                                        {"role": "user", "content": text}], json_schema=schema, max_tokens=max_tokens)
 
 
-@pytest.fixture(scope="module")
-def batched(smollm2_path):
-    model = create_model("b", "llama_cpp", {"path": str(smollm2_path), "engine": "batched", "slots": 3})
+@pytest.fixture(scope="module", params=[True, "grid"], ids=["probed", "grid"])
+def batched(request, smollm2_path):
+    """The engine as declared (reproducible: true: the layout-free path when the probe measures
+    the model layout-exact here) and on the fixed grid: the guarantees hold on both."""
+    model = create_model("b", "llama_cpp", {"path": str(smollm2_path), "engine": "batched", "slots": 3,
+                                            "reproducible": request.param})
     yield model
     model.close()
 
@@ -90,21 +93,23 @@ def test_outputs_are_well_formed_and_do_not_depend_on_batch_or_order(batched, sm
         other.close()
 
 
-def test_the_default_decodes_one_row_per_llama_decode_and_reproducible_false_decodes_rows_together(
-        batched, smollm2_path):
+def test_decoding_rows_share_a_llama_decode_only_on_the_layout_free_path(batched, smollm2_path):
     concurrently(batched, CALLS)
     engine = batched._submit(lambda: batched._w.engines[None])
-    assert engine.widest == 3 and engine.widest_decode == 1  # shared steps, one row per decode
-    # reproducible: false gives byte-identity up for speed: all generating rows in one decode
+    # the grid decodes one row per llama_decode; a layout-exact model (measured) or
+    # reproducible: false decodes every generating row in one
+    assert engine.exact == (batched.layout == "auto" and engine.probe.exact)
+    assert engine.widest == 3 and engine.widest_decode == (3 if engine.exact else 1)
     free = create_model("f", "llama_cpp", {"path": str(smollm2_path), "engine": "batched", "slots": 3,
                                            "reproducible": False})
     try:
         for (_, schema), text in zip(CALLS, concurrently(free, CALLS)):
             jsonschema.validate(json.loads(text), schema)
         engine = free._submit(lambda: free._w.engines[None])
-        assert engine.widest_decode == 3
+        assert engine.exact and engine.widest_decode == 3
     finally:
         free.close()
+
 
 def test_a_call_that_finishes_early_frees_its_slot_for_a_queued_call(smollm2_path):
     model = create_model("one", "llama_cpp", {"path": str(smollm2_path), "engine": "batched", "slots": 2})
