@@ -5,7 +5,10 @@ rendered messages and output grammar) go through
   raw:  llama_cpp.Llama.create_chat_completion in a plain loop, and
   lmpc: Program.batch (scheduler, prompt rendering, JSON validation, traces), cache off,
         once as declared (reproducible: every call's output is independent of the calls
-        before it, which re-evaluates up to 15 cached prompt tokens per call) and once with
+        before it; the whole cached prefix is reused when runtime/models/layout_probe.py
+        measured the model layout-exact on this machine, as it does SmolLM2 on AVX2), once with
+        `reproducible: "grid"` (the fixed 16-token grid, re-evaluating up to 15 cached prompt
+        tokens per call: what the default was before the probe) and once with
         `reproducible: false` (llama-cpp-python's own full prefix reuse, as the raw loop);
 and, with --slots N, once more on the batched engine (`engine: "batched", slots: N`,
 runtime/models/batch_engine.py: the calls decoded together as parallel sequences);
@@ -80,6 +83,8 @@ def main() -> None:
     free_src = EXAMPLE.read_text().replace("temperature: 0)", "temperature: 0, reproducible: false)")
     assert "reproducible: false" in free_src
     free = lmpc.compile_source(free_src, str(EXAMPLE), base_dir=EXAMPLE.parent, cache=False, trace_log=False)
+    grid_src = EXAMPLE.read_text().replace("temperature: 0)", 'temperature: 0, reproducible: "grid")')
+    grid = lmpc.compile_source(grid_src, str(EXAMPLE), base_dir=EXAMPLE.parent, cache=False, trace_log=False)
 
     def lmpc_pass(p=prog) -> list[str]:
         return [r.label for r in p.batch(rows)]
@@ -89,18 +94,21 @@ def main() -> None:
         src = EXAMPLE.read_text().replace("temperature: 0)", f'temperature: 0, engine: "batched", slots: {args.slots})')
         batched = lmpc.compile_source(src, str(EXAMPLE), base_dir=EXAMPLE.parent, cache=False, trace_log=False)
         lmpc_pass(batched)
-    raw_pass(), lmpc_pass(), lmpc_pass(free)  # warm all: model load, grammar build, page cache
-    raw_times, lmpc_times, free_times, batch_times = [], [], [], []
+    raw_pass(), lmpc_pass(), lmpc_pass(free), lmpc_pass(grid)  # warm all: model load, probe, grammar, page cache
+    raw_times, lmpc_times, free_times, grid_times, batch_times = [], [], [], [], []
     for _ in range(args.repeats):
         t0 = time.perf_counter(); raw_labels = raw_pass(); raw_times.append(time.perf_counter() - t0)
         t0 = time.perf_counter(); lmpc_labels = lmpc_pass(); lmpc_times.append(time.perf_counter() - t0)
         t0 = time.perf_counter(); free_labels = lmpc_pass(free); free_times.append(time.perf_counter() - t0)
+        t0 = time.perf_counter(); grid_labels = lmpc_pass(grid); grid_times.append(time.perf_counter() - t0)
         if batched is not None:
             t0 = time.perf_counter(); batch_labels = lmpc_pass(batched); batch_times.append(time.perf_counter() - t0)
     agree = sum(a == b for a, b in zip(raw_labels, lmpc_labels))
     agree_free = sum(a == b for a, b in zip(raw_labels, free_labels))
+    exact = model._submit(lambda: model._w.exact)
     prog.close()
     free.close()
+    grid.close()
 
     with tempfile.TemporaryDirectory() as d:
         cached = lmpc.compile_file(EXAMPLE, cache=CallCache(Path(d) / "c.sqlite"), trace_log=False)
@@ -109,7 +117,7 @@ def main() -> None:
         hits = cached.cache.stats.hits
         cached.close()
 
-    raw, ours, ours_free = (statistics.median(t) for t in (raw_times, lmpc_times, free_times))
+    raw, ours, ours_free, ours_grid = (statistics.median(t) for t in (raw_times, lmpc_times, free_times, grid_times))
     fmt = lambda ts: ", ".join(f"{t:.1f}" for t in ts)  # noqa: E731
     print(f"machine: {platform.machine()}, {platform.python_version()}, llama-cpp-python "
           f"{__import__('llama_cpp').__version__}, n={len(texts)}, repeats={args.repeats}")
@@ -117,9 +125,15 @@ def main() -> None:
     print(f"| raw llama-cpp-python, {len(texts)} prompts | {raw:.2f} s ({fmt(raw_times)}) |")
     print(f"| lmpc, reproducible: false | {ours_free:.2f} s ({fmt(free_times)}) |")
     print(f"| lmpc overhead, reproducible: false | {100 * (ours_free - raw) / raw:+.1f} % |")
-    print(f"| lmpc, reproducible (default) | {ours:.2f} s ({fmt(lmpc_times)}) |")
+    print(f"| lmpc, reproducible (default; probe: {'layout-exact' if exact else 'layout-dependent, grid'}) "
+          f"| {ours:.2f} s ({fmt(lmpc_times)}) |")
     print(f"| lmpc overhead, reproducible (default) | {100 * (ours - raw) / raw:+.1f} % |")
+    print(f"| reproducible (default) over reproducible: false | {100 * (ours - ours_free) / ours_free:+.1f} % |")
+    print(f"| lmpc, reproducible: \"grid\" | {ours_grid:.2f} s ({fmt(grid_times)}) |")
+    print(f"| lmpc overhead, reproducible: \"grid\" | {100 * (ours_grid - raw) / raw:+.1f} % |")
+    agree_grid = sum(a == b for a, b in zip(lmpc_labels, grid_labels))
     print(f"| same labels as raw: reproducible / free | {agree}/{len(texts)} / {agree_free}/{len(texts)} |")
+    print(f"| same labels, reproducible and grid | {agree_grid}/{len(texts)} |")
     if batched is not None:
         ours_batched = statistics.median(batch_times)
         agree_batched = sum(a == b for a, b in zip(raw_labels, batch_labels))
@@ -132,12 +146,14 @@ def main() -> None:
 
 def build_and_evaluate(engine: str, n_train: int, n_dev: int, slots: int) -> tuple[float, float, int]:
     """A 4-demo bootstrap build of the sentiment classifier and its dev evaluation, cache off, on
-    one engine: (wall seconds, dev score, model calls)."""
+    one engine (single, grid: the single engine on the 16-token grid, what lmpc did before the
+    layout probe, or batched): (wall seconds, dev score, model calls)."""
     from lmpc.compiler.api import strategy_from_text
     from lmpc.optimizers.base import OptimizeContext
     from lmpc.optimizers.build import make_optimizers
 
-    opts = "temperature: 0" + (f', engine: "batched", slots: {slots}' if engine == "batched" else "")
+    opts = "temperature: 0" + (f', engine: "batched", slots: {slots}' if engine == "batched" else
+                               ', reproducible: "grid"' if engine == "grid" else "")
     src = EXAMPLE.read_text().replace("temperature: 0)", opts + ")")
     prog = lmpc.compile_source(src, str(EXAMPLE), base_dir=EXAMPLE.parent, cache=False, trace_log=False)
     train = lmpc.api.load_data(prog, EXAMPLE.parent / "data" / "train.jsonl")[:n_train]
@@ -165,10 +181,11 @@ def build_main() -> None:
     args = ap.parse_args()
     print(f"| sentiment, bootstrap 4 demos, {args.train} train, {args.dev} dev, cache off | wall (s) | dev score | calls |"
           "\n|---|---:|---:|---:|")
-    for engine in ("single", "batched"):
+    names = {"grid": "single engine, 16-token grid (before the probe)", "single": "single engine (the default)",
+             "batched": f"batched ({args.slots} slots)"}
+    for engine in ("grid", "single", "batched"):
         wall, score, calls = build_and_evaluate(engine, args.train, args.dev, args.slots)
-        print(f"| {engine}{f' ({args.slots} slots)' if engine == 'batched' else ''} | {wall:.1f} | {score:.3f} | {calls} |",
-              flush=True)
+        print(f"| {names[engine]} | {wall:.1f} | {score:.3f} | {calls} |", flush=True)
 
 
 if __name__ == "__main__":

@@ -5,7 +5,8 @@ takes a free slot (a llama.cpp sequence with its own KV stream and its own sampl
 grammar, DRY, greedy or dist). Each round of the loop then
 - evaluates the next 16-token prompt chunk of *every* call still reading its prompt in ONE
   llama_decode (chunked prefill, as llama.cpp's server does with --parallel), and
-- decodes one token for every generating call (one llama_decode per call: DECODE_GROUP).
+- decodes one token for every generating call (one llama_decode per call: DECODE_GROUP; all
+  in one on the layout-free path, below).
 A sequence finishes on its own (end of generation: the grammar closed, a stop string, its token
 bound) and frees its slot; calls that arrived meanwhile are admitted at once (continuous
 batching). A prompt prefix (instructions, demos) that another slot holds is copied
@@ -30,6 +31,13 @@ copied only up to a grid boundary, and each decoding row is its own llama_decode
 decoded alone then has the same shapes as in any batch, with no padding.
 tests/runtime/test_batch_engine.py checks byte-identical outputs alone, in batches, in other
 orders and on other slot counts.
+
+All that is for a model whose numbers depend on the layout. layout_probe.py measures it once per
+machine on this very context; for a model it finds layout-exact (SmolLM2 here) use_exact()
+switches to the layout-free path: no grid, no padding, the whole common prefix reused or
+copied, EXACT_CHUNK-row prompt chunks and every generating row in one llama_decode. The same
+bytes as the grid (tests/runtime/test_layout.py), without its cost. `reproducible: false`
+takes that path without the probe, giving the guarantee up.
 """
 
 from __future__ import annotations
@@ -176,8 +184,10 @@ class BatchEngine:
 
     def use_exact(self) -> None:
         """The layout-free path, before the first call: no grid, no padding, the whole common
-        prefix reused, prompt chunks of exact_chunk rows and every generating row in one
-        llama_decode. For a model measured layout-exact on this machine (layout_probe.py), or
+        prefix reused, prompt chunks of up to exact_chunk rows and every generating row in one
+        llama_decode. No prompt chunk has one row: a prompt row alone takes other kernels than
+        in a chunk (SmolLM2 on AVX2: layout_probe.py measures it), and the probe's verdict
+        covers chunks of 2 rows or more. For a model measured layout-exact on this machine (layout_probe.py), or
         when the model gives byte-identity up (`reproducible: false`)."""
         assert not self.busy
         self.exact, self.chunk, self.decode_group = True, self.exact_chunk, self.slots
@@ -217,8 +227,8 @@ class BatchEngine:
             if a != b:
                 break
             common += 1
-        if self.exact:  # the last token is evaluated again: its logits are needed
-            return min(common, len(tokens) - 1)
+        if self.exact:  # the last tokens are evaluated again: no chunk of one row (use_exact)
+            return max(min(common, len(tokens) - 2), 0)
         aligned = common // self.chunk * self.chunk
         if aligned >= len(tokens):
             aligned -= self.chunk
@@ -274,6 +284,8 @@ class BatchEngine:
         for seq in sorted(self.reading.values(), key=lambda q: (-q.done, q.slot)):
             tokens, start = seq.prep.tokens, seq.done
             end = min(start + self.chunk, len(tokens))
+            if self.exact and len(tokens) - end == 1:
+                end -= 1  # no chunk of one row: leave two for the next round
             if any(len(lead) > start and self._reusable(lead, tokens) > start for lead in leaders):
                 continue  # a leader evaluates this chunk now (and maybe more): copy it next round
             part = tokens[start:end]

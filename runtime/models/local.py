@@ -6,10 +6,11 @@ the work on the worker's queue and waits on a Future.
 
 Reusing the one Llama keeps llama-cpp-python's prefix reuse: a prompt that shares its first
 tokens with the previous one (same system message and demos) only evaluates the new suffix.
-Reuse is cut back to a multiple of PREFIX_CHUNK tokens so that every prompt is evaluated
-in the same chunks whatever was cached before: llama.cpp's logits depend slightly on how a
-prompt is split into batches, and at temperature 0 that would make a call's output depend
-on the calls before it (about 1 in 6 free-text answers of SmolLM2 changed).
+For a model whose numbers depend on how a prompt is split into batches (measured once per
+machine by layout_probe.py: Gemma 3 here), reuse is cut back to a multiple of PREFIX_CHUNK
+tokens so that every prompt is evaluated in the same chunks whatever was cached before; at
+temperature 0 a split-dependent model would otherwise make a call's output depend on the calls
+before it. A model measured layout-exact (SmolLM2 here) reuses the whole cached prefix.
 """
 
 from __future__ import annotations
@@ -417,21 +418,31 @@ class LlamaCppModel(Model):
     def _reuse_aligned_prefix(self, tokens: list[int]) -> None:
         """Keep only the cached prefix that a fresh evaluation would compute identically."""
         w = self._w
-        if not self.reproducible or (w.exact and w.adapter is None):
-            # llama-cpp-python reuses the whole common prefix itself: with a layout-exact model
-            # (measured without an adapter) the cells are what a fresh evaluation computes
-            return
+        if not self.reproducible:
+            return  # llama-cpp-python reuses the whole common prefix itself
         llm = w.llm
-        limit = min(w.trusted, llm.n_tokens, len(tokens))
+        # prompt cells only, not generated ones, nor a last prompt token evaluated alone (below)
+        limit = min(w.trusted - (w.trusted % PREFIX_CHUNK == 1), llm.n_tokens, len(tokens))
         common = 0
         cached = llm.input_ids
         while common < limit and cached[common] == tokens[common]:
             common += 1
-        keep = common // PREFIX_CHUNK * PREFIX_CHUNK
-        if keep >= len(tokens):
-            # All cached: llama-cpp-python would re-evaluate the last token alone; make it
-            # re-evaluate the last whole chunk instead, as a fresh evaluation does.
-            keep -= PREFIX_CHUNK
+        n = len(tokens)
+        if w.exact and w.adapter is None and n % PREFIX_CHUNK != 1:
+            # Layout-exact (measured without an adapter): any chunks of 2 rows or more give the
+            # grid's numbers, so the whole common prefix is reused, less what keeps every chunk
+            # (llama-cpp-python evaluates the rest in PREFIX_CHUNK-row chunks) at 2 rows or more.
+            # A prompt row evaluated alone does take other kernels: the grid evaluates the
+            # last token alone only when n % PREFIX_CHUNK == 1, and then so does this (below).
+            keep = min(common, n - 2)
+            if (n - keep) % PREFIX_CHUNK == 1:
+                keep -= 1
+        else:
+            keep = common // PREFIX_CHUNK * PREFIX_CHUNK
+            if keep >= n:
+                # All cached: llama-cpp-python would re-evaluate the last token alone; make it
+                # re-evaluate the last whole chunk instead, as a fresh evaluation does.
+                keep -= PREFIX_CHUNK
         if keep < llm.n_tokens:
             llm.n_tokens = max(keep, 0)  # llama-cpp-python matches against input_ids[:n_tokens]
 

@@ -32,6 +32,7 @@ def ask(text: str, schema: dict, max_tokens: int = 40) -> GenerationRequest:
 
 
 def answers(model, calls, together: bool = False) -> list[str]:
+    """calls: (text, schema) or (text, schema, max_tokens)."""
     if together:
         with ThreadPoolExecutor(4) as pool:
             return list(pool.map(lambda c: model.generate(ask(*c)).text, calls))
@@ -158,3 +159,35 @@ def test_the_reproducible_option_is_checked(tmp_path):
     with pytest.raises(CompileError) as e:
         lmpc.compile_source(src, "x.lmp")
     assert "x.lmp:1:" in str(e.value) and "grid" in str(e.value)
+
+
+def test_every_suffix_length_gives_the_grids_bytes_after_any_history(smollm2_path):
+    """Prompts that share a system prompt, then user texts of 1 to 20 words that start with
+    different words, one after another and each asked twice: the reused prefix leaves uncached
+    suffixes of every length from a few tokens to about 30, 17 included, and a fully cached
+    prompt. A suffix of 16k+1 tokens in 16-row chunks, or a cached prompt's last token
+    re-evaluated alone, is a one-row chunk, which gives other numbers (the probe records that
+    layout as avoided; plain prefix reuse changed answers this way). Single and batched
+    engines, both orders."""
+    words = ("tell me about the sea and the wind and the boats that come home at night under the "
+             "stars while the town sleeps and the lights go out one by one").split()
+    texts = [" ".join(words[k:k + k + 1]).capitalize() for k in range(20)]
+    grid = create_model("g", "llama_cpp", {"path": str(smollm2_path), "reproducible": "grid"})
+    probed = create_model("p", "llama_cpp", {"path": str(smollm2_path)})
+    batched = create_model("b", "llama_cpp", {"path": str(smollm2_path), "engine": "batched", "slots": 3})
+    batched_grid = create_model("bg", "llama_cpp", {"path": str(smollm2_path), "engine": "batched", "slots": 3,
+                                                    "reproducible": "grid"})
+    try:
+        def run(model, order, together=False):
+            twice = [t for t in order for _ in range(2)]
+            got = answers(model, [(t, FREE, 16) for t in twice], together)
+            assert got[0::2] == got[1::2]  # asked again, fully cached: the same bytes
+            return dict(zip(order, got[0::2]))
+
+        reference = run(grid, texts)
+        assert run(probed, texts) == reference and run(probed, texts[::-1]) == reference
+        batched_reference = run(batched_grid, texts, together=True)
+        assert run(batched, texts[::-1], together=True) == batched_reference
+    finally:
+        for m in (grid, probed, batched, batched_grid):
+            m.close()
