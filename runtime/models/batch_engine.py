@@ -272,13 +272,13 @@ class BatchEngine:
             self.cached[seq.slot] = tokens[:keep]
 
     def prompt_round(self) -> None:
-        """Evaluate the next grid chunk of every call reading its prompt, in one llama_decode.
+        """Evaluate the next chunk of every call reading its prompt: one llama_decode on the grid,
+        one per chunk size on the layout-free path.
 
         A call whose next chunk (with everything before it) another call evaluates in this
         round waits, and copies the cells next round: a shared prefix is evaluated once."""
         for seq in self.reading.values():
             self._copy_prefix(seq)
-        rows: list[tuple[int, int, int, bool]] = []
         planned: list[tuple[_Seq, int, list]] = []  # (call, tokens in its chunk, its rows)
         leaders: list[list[int]] = []
         for seq in sorted(self.reading.values(), key=lambda q: (-q.done, q.slot)):
@@ -296,15 +296,28 @@ class BatchEngine:
                 chunk_rows += [(0, start + i, seq.slot, False) for i in range(len(part), self.chunk)]
             planned.append((seq, len(part), chunk_rows))
             leaders.append(tokens[:end])
-        # llama.cpp splits a batch into ubatches of consecutive streams: keep them in slot order
+        # llama.cpp splits a batch into ubatches of consecutive streams with the same number of
+        # rows each: keep them in slot order. On the grid every chunk has the same rows; on the
+        # layout-free path chunks of different sizes go to separate llama_decodes, since llama.cpp
+        # would otherwise cut each call's rows by its neighbours' counts (16 rows next to 5 and
+        # 4 become 4 + 1 + 11: a one-row piece, which changes numbers; measured on SmolLM2).
         planned.sort(key=lambda p: p[0].slot)
+        groups: dict[int, list[tuple[_Seq, int, list]]] = {}
+        for plan in planned:
+            groups.setdefault(len(plan[2]), []).append(plan)
+        self.prompt_rounds += 1
+        self.widest_prompt = max(self.widest_prompt, max((len(g) for g in groups.values()), default=0))
+        for group in groups.values():
+            self._prompt_decode(group)
+
+    def _prompt_decode(self, planned: list[tuple[_Seq, int, list]]) -> None:
+        """One llama_decode of these calls' chunks (all the same rows), then the calls whose
+        prompt is done start generating."""
         rows, ends = [], []
         for _, _, chunk_rows in planned:
             rows += chunk_rows
             ends.append(len(rows))
         self._decode(rows)
-        self.prompt_rounds += 1
-        self.widest_prompt = max(self.widest_prompt, len(planned))
         for (seq, n, chunk_rows), end in zip(planned, ends):
             seq.done += n
             self.prompt_tokens_evaluated += n

@@ -49,7 +49,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-PROBE_VERSION = 2
+PROBE_VERSION = 3
 PROBE_TEXT = ("The lighthouse keeper counted the ships that passed each night, wrote their names in a "
               "blue notebook, and on Sundays read the whole list aloud to the gulls on the rocks below. "
               "Nobody ever asked him why. In winter the ships were few, and he wrote slowly, adding the "
@@ -134,7 +134,7 @@ class _Probe:
         self.other = self.tokenize(vocab, OTHER_TEXT)
         if len(self.target) < PROBE_TOKENS:  # a tokenizer with very long tokens: repeat the text
             self.target = (self.target * PROBE_TOKENS)[:PROBE_TOKENS]
-        self.other = (self.other * 4)[:48]
+        self.other = (self.other * 8)[:96]
 
     @staticmethod
     def tokenize(vocab: Any, text: str) -> list[int]:
@@ -225,33 +225,34 @@ class _Probe:
             self.L.llama_memory_seq_cp(self.mem, 1, 0, -1, -1)
             self.L.llama_memory_seq_rm(self.mem, 0, 21, -1)
             check("prefix copied from another sequence", self.chunks(0, T[21:], self.sizes(n - 21), start=21))
-            # chunks sharing a ubatch with other sequences' chunks of other sizes, then decoding
-            # rows together
+            # chunks sharing a ubatch with other sequences' chunks of the same size (the engine
+            # sends chunks of one size per llama_decode), the size changing from round to round,
+            # then decoding rows together
             self.clear()
             others = list(range(1, self.seqs))
-            sizes = {s: (5, 32, 11, 3, 9, 13, 7)[(s - 1) % 7] for s in others}
             done = {s: 0 for s in [0] + others}
-            want_row = 0
+            round_sizes = (16, 5, 11, 32, 3, 13)
+            want_row, r = 0, 0
             while done[0] < n:
+                size = min(round_sizes[r % len(round_sizes)], self.max_rows // self.seqs, n - done[0])
+                if n - done[0] - size == 1:
+                    size -= 1
+                r += 1
                 rows: list[tuple[int, int, int, bool]] = []
                 for s in [0] + others:  # slot order, as the engine sends them
-                    size = 16 if s == 0 else sizes[s]
                     seq_tokens = T if s == 0 else self.other
+                    if len(seq_tokens) - done[s] < size:
+                        continue  # this one has no chunk of this size left
                     part = seq_tokens[done[s]:done[s] + size]
-                    if s != 0 and len(seq_tokens) - done[s] - len(part) == 1:
-                        part = part[:-1]
                     last = s == 0 and done[0] + len(part) == n
                     if last:
                         want_row = len(rows) + len(part) - 1
                     rows += [(t, done[s] + i, s, last and i == len(part) - 1) for i, t in enumerate(part)]
                     done[s] += len(part)
-                if len(rows) > self.max_rows:
-                    break
                 self.decode(rows)
-            if done[0] == n:
-                check("prompt sharing a ubatch with other sequences", self.logits(want_row))
-                at = {0: n, **{s: done[s] for s in others}}
-                check("decoding row with other sequences' rows", ref, self.step([0] + others, at))
+            check("prompt sharing a ubatch with other sequences", self.logits(want_row))
+            at = {0: n, **{s: done[s] for s in others}}
+            check("decoding row with other sequences' rows", ref, self.step([0] + others, at))
         self.clear()
         return differs, avoided
 

@@ -162,16 +162,16 @@ def test_the_reproducible_option_is_checked(tmp_path):
 
 
 def test_every_suffix_length_gives_the_grids_bytes_after_any_history(smollm2_path):
-    """Prompts that share a system prompt, then user texts of 1 to 20 words that start with
+    """Prompts that share a system prompt, then user texts of 1 to 14 words that start with
     different words, one after another and each asked twice: the reused prefix leaves uncached
-    suffixes of every length from a few tokens to about 30, 17 included, and a fully cached
+    suffixes of every length from a few tokens to about 20, 17 included, and a fully cached
     prompt. A suffix of 16k+1 tokens in 16-row chunks, or a cached prompt's last token
     re-evaluated alone, is a one-row chunk, which gives other numbers (the probe records that
     layout as avoided; plain prefix reuse changed answers this way). Single and batched
     engines, both orders."""
     words = ("tell me about the sea and the wind and the boats that come home at night under the "
              "stars while the town sleeps and the lights go out one by one").split()
-    texts = [" ".join(words[k:k + k + 1]).capitalize() for k in range(20)]
+    texts = [" ".join(words[k:k + k + 1]).capitalize() for k in range(14)]
     grid = create_model("g", "llama_cpp", {"path": str(smollm2_path), "reproducible": "grid"})
     probed = create_model("p", "llama_cpp", {"path": str(smollm2_path)})
     batched = create_model("b", "llama_cpp", {"path": str(smollm2_path), "engine": "batched", "slots": 3})
