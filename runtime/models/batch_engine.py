@@ -185,10 +185,10 @@ class BatchEngine:
     def use_exact(self) -> None:
         """The layout-free path, before the first call: no grid, no padding, the whole common
         prefix reused, prompt chunks of up to exact_chunk rows and every generating row in one
-        llama_decode. No prompt chunk has one row: a prompt row alone takes other kernels than
-        in a chunk (SmolLM2 on AVX2: layout_probe.py measures it), and the probe's verdict
-        covers chunks of 2 rows or more. For a model measured layout-exact on this machine (layout_probe.py), or
-        when the model gives byte-identity up (`reproducible: false`)."""
+        llama_decode. For a model measured layout-exact on this machine (layout_probe.py), or
+        when the model gives byte-identity up (`reproducible: false`). No prompt chunk has one
+        row: a prompt row alone takes other kernels than in a chunk (SmolLM2 on AVX2), and the
+        probe's verdict covers chunks of 2 rows or more."""
         assert not self.busy
         self.exact, self.chunk, self.decode_group = True, self.exact_chunk, self.slots
 

@@ -24,12 +24,14 @@ strings), and a repeat is penalized only inside one field. Free text without JSO
 whole generation as its history.
 
 Greedy choice under a grammar, fast (GreedyFirst): applying a grammar to every token of the
-vocabulary is most of a step's sampling time (about 7 ms of SmolLM2's 49,152 tokens on this
-CPU). At temperature 0 the chain's choice is the highest-scoring token the grammar allows, so
-the chain without its grammar chooses first; when the grammar accepts that token it is the
-answer (the best of all tokens is the best of the allowed ones; ties go to the first in both),
-and only when it refuses does the whole chain run. The same token either way, as llama.cpp's
-own common sampler does it (its grammar_first off).
+vocabulary is most of a step's sampling time (7 to 9 ms for SmolLM2's 49,152 tokens on this
+CPU). At temperature 0 the chain's choice is the highest-scoring token (after DRY) that the
+grammar allows, so the grammar first judges only the 64 best, best first; the first one it
+allows is the answer when it scores above every token outside them (ties go to the lowest id,
+as greedy takes the first best), and only otherwise does the whole chain run on the whole
+vocabulary. The same token either way (llama.cpp's own common sampler checks the single best
+token first in the same spirit); 0.9 ms a token, and the fallback ran for 2 of 316 tokens on
+the sentiment prompts.
 """
 
 from __future__ import annotations
