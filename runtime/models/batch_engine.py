@@ -104,6 +104,18 @@ def plan_slots(model: Any, n_ctx: int, slots: int | None, avail: int | None = No
     return slots, per_slot
 
 
+def decode_rows(ctx: Any, batch: Any, rows: list[tuple[int, int, int, bool]]) -> int:
+    """Fill batch (a llama_batch) with (token, position, sequence, wants logits) rows and
+    llama_decode it on ctx; llama_decode's return code (0: done)."""
+    import llama_cpp as L
+
+    for i, (tok, pos, seq, logits) in enumerate(rows):
+        batch.token[i], batch.pos[i], batch.n_seq_id[i], batch.logits[i] = tok, pos, 1, logits
+        batch.seq_id[i][0] = seq
+    batch.n_tokens = len(rows)
+    return L.llama_decode(ctx, batch)
+
+
 @dataclass
 class Prepared:
     """A call ready to decode: what local.LlamaCppModel._prepare made of a GenerationRequest."""
@@ -205,12 +217,7 @@ class BatchEngine:
     # -- llama.cpp calls ------------------------------------------------------------------
     def _decode(self, rows: list[tuple[int, int, int, bool]]) -> None:
         """One llama_decode of (token, position, sequence, wants logits) rows."""
-        b = self.batch
-        for i, (tok, pos, seq, logits) in enumerate(rows):
-            b.token[i], b.pos[i], b.n_seq_id[i], b.logits[i] = tok, pos, 1, logits
-            b.seq_id[i][0] = seq
-        b.n_tokens = len(rows)
-        rc = self.L.llama_decode(self.ctx, b)
+        rc = decode_rows(self.ctx, self.batch, rows)
         if rc != 0:
             raise LmpcRuntimeError(f"llama.cpp could not decode a batch of {len(rows)} tokens (llama_decode: {rc})")
 

@@ -150,13 +150,10 @@ class _Probe:
         self.L.llama_memory_clear(self.mem, True)
 
     def decode(self, rows: list[tuple[int, int, int, bool]]) -> None:
-        b = self.batch
+        from lmpc.runtime.models.batch_engine import decode_rows
+
         assert len(rows) <= self.max_rows
-        for i, (tok, pos, seq, want) in enumerate(rows):
-            b.token[i], b.pos[i], b.n_seq_id[i], b.logits[i] = tok, pos, 1, want
-            b.seq_id[i][0] = seq
-        b.n_tokens = len(rows)
-        rc = self.L.llama_decode(self.ctx, b)
+        rc = decode_rows(self.ctx, self.batch, rows)
         if rc != 0:
             raise RuntimeError(f"llama_decode: {rc}")
 
