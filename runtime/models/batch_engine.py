@@ -158,7 +158,7 @@ class BatchEngine:
         import llama_cpp as L
 
         self.L, self.llm, self.slots, self.chunk = L, llm, slots, chunk
-        self.grid_chunk, self.exact_chunk = chunk, exact_chunk
+        self.exact_chunk = exact_chunk
         self.exact = False  # use_exact(): the layout-free path
         self.probe: Any = None  # layout_probe.Verdict of this context, when it was probed
         self.decode_group = decode_group
